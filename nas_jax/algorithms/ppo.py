@@ -1,0 +1,99 @@
+"""PPO for the controller (Schulman et al. 2017; NASNet, Zoph et al. 2018
+Sec. 4; the seed-003 study: "take K steps of SGD using the PPO loss where
+mini-batches are drawn from D").
+
+Each ``feedback`` receives the collected set ``D = {(arch_k, R_k)}`` of one
+round, fixes the old log-probabilities, and runs ``num_epochs`` passes of
+shuffled minibatches of the clipped surrogate with advantages ``R_k - b``
+(EMA baseline ``b``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from nas_jax.algorithms import base, losses
+from nas_jax.controllers import lstm_policy
+
+
+class PPOState(NamedTuple):
+  params: Any
+  opt_state: optax.OptState
+  baseline: jax.Array     # f32[]
+  key: jax.Array          # shuffles the minibatches
+  num_updates: jax.Array  # i32[]
+
+
+def ppo(controller: lstm_policy.Controller, *, batch_size: int = 8,
+        minibatch_size: int | None = None, num_epochs: int = 4,
+        clip_epsilon: float = 0.2, learning_rate: float = 3.5e-4,
+        baseline_decay: float = 0.95, entropy_weight: float = 0.0,
+        max_grad_norm: float | None = None,
+        optimizer: optax.GradientTransformation | None = None
+        ) -> base.Algorithm:
+  """PPO over ``controller``; ``batch_size`` architectures per round."""
+  minibatch_size = minibatch_size or batch_size
+  base.check_positive("batch_size", batch_size)
+  base.check_positive("num_epochs", num_epochs)
+  base.check_positive("clip_epsilon", clip_epsilon)
+  if minibatch_size <= 0 or batch_size % minibatch_size:
+    raise ValueError(
+        f"minibatch_size ({minibatch_size}) must be positive and divide "
+        f"batch_size ({batch_size})")
+  if not 0.0 <= baseline_decay < 1.0:
+    raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
+  num_minibatches = batch_size // minibatch_size
+  opt = optimizer or base.controller_optimizer(learning_rate, max_grad_norm)
+
+  def rescore(params, archs):
+    return jax.vmap(lambda a: controller.module.apply(
+        {"params": params}, a, method=lstm_policy.LSTMPolicy.log_prob))(archs)
+
+  def loss_fn(params, archs, old_log_probs, advantages):
+    r = rescore(params, archs)
+    pg = jax.vmap(losses.ppo_clip_loss, (0, 0, 0, None))(
+        r.log_prob, old_log_probs, advantages, clip_epsilon)
+    return jnp.mean(pg) - entropy_weight * jnp.mean(r.entropy)
+
+  def init(key):
+    k_params, k_state = jax.random.split(key)
+    params = controller.init(k_params)
+    return PPOState(params, opt.init(params), jnp.zeros(()), k_state,
+                    jnp.zeros((), jnp.int32))
+
+  def propose(state, key):
+    keys = jax.random.split(key, batch_size)
+    rollout = jax.vmap(controller.sample, (None, 0))(state.params, keys)
+    return state, rollout.arch
+
+  def feedback(state, archs, rewards):
+    rewards = rewards.astype(jnp.float32)
+    baseline = jnp.where(state.num_updates == 0, jnp.mean(rewards),
+                         state.baseline)
+    advantages = rewards - baseline
+    old_log_probs = rescore(state.params, archs).log_prob
+    key, k_epochs = jax.random.split(state.key)
+
+    def sgd_step(carry, idx):
+      params, opt_state = carry
+      grads = jax.grad(loss_fn)(params, archs[idx], old_log_probs[idx],
+                                advantages[idx])
+      updates, opt_state = opt.update(grads, opt_state, params)
+      return (optax.apply_updates(params, updates), opt_state), None
+
+    def epoch(carry, k):
+      perm = jax.random.permutation(k, batch_size)
+      batches = perm.reshape(num_minibatches, minibatch_size)
+      return jax.lax.scan(sgd_step, carry, batches)[0], None
+
+    (params, opt_state), _ = jax.lax.scan(
+        epoch, (state.params, state.opt_state),
+        jax.random.split(k_epochs, num_epochs))
+    baseline = losses.ema(baseline, jnp.mean(rewards), baseline_decay)
+    return PPOState(params, opt_state, baseline, key, state.num_updates + 1)
+
+  return base.Algorithm(init, propose, feedback, batch_size, "ppo")

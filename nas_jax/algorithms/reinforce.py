@@ -1,0 +1,71 @@
+"""REINFORCE with an EMA baseline (Zoph & Le, ICLR 2017, Sec. 3.2, Eq. 3).
+
+``grad J ~= 1/m sum_k sum_t grad log P(a_t | a_<t; theta) (R_k - b)``, where
+``b`` is an exponential moving average of past rewards, plus an optional
+entropy bonus (ENAS, Pham et al. 2018, Sec. 3: entropy weight 1e-4).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from nas_jax.algorithms import base, losses
+from nas_jax.controllers import lstm_policy
+
+
+class ReinforceState(NamedTuple):
+  params: Any
+  opt_state: optax.OptState
+  baseline: jax.Array     # f32[]
+  num_updates: jax.Array  # i32[]
+
+
+def reinforce(controller: lstm_policy.Controller, *, batch_size: int = 1,
+              learning_rate: float = 3.5e-4, baseline_decay: float = 0.95,
+              entropy_weight: float = 0.0, max_grad_norm: float | None = None,
+              optimizer: optax.GradientTransformation | None = None
+              ) -> base.Algorithm:
+  """REINFORCE over ``controller``'s policy; ``batch_size`` is the paper's m.
+
+  The baseline starts at the first batch's mean reward (so the first update
+  does not push every sampled decision up by the raw accuracy).
+  """
+  base.check_positive("batch_size", batch_size)
+  if not 0.0 <= baseline_decay < 1.0:
+    raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
+  base.check_positive("entropy_weight", entropy_weight, allow_zero=True)
+  opt = optimizer or base.controller_optimizer(learning_rate, max_grad_norm)
+
+  def init(key):
+    params = controller.init(key)
+    return ReinforceState(params, opt.init(params), jnp.zeros(()),
+                          jnp.zeros((), jnp.int32))
+
+  def propose(state, key):
+    keys = jax.random.split(key, batch_size)
+    rollout = jax.vmap(controller.sample, (None, 0))(state.params, keys)
+    return state, rollout.arch
+
+  def loss_fn(params, archs, advantages):
+    rescored = jax.vmap(
+        lambda a: controller.module.apply(
+            {"params": params}, a, method=lstm_policy.LSTMPolicy.log_prob)
+    )(archs)
+    pg = jax.vmap(losses.reinforce_loss)(rescored.log_prob, advantages)
+    return jnp.mean(pg) - entropy_weight * jnp.mean(rescored.entropy)
+
+  def feedback(state, archs, rewards):
+    rewards = rewards.astype(jnp.float32)
+    baseline = jnp.where(state.num_updates == 0, jnp.mean(rewards),
+                         state.baseline)
+    grads = jax.grad(loss_fn)(state.params, archs, rewards - baseline)
+    updates, opt_state = opt.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    baseline = losses.ema(baseline, jnp.mean(rewards), baseline_decay)
+    return ReinforceState(params, opt_state, baseline, state.num_updates + 1)
+
+  return base.Algorithm(init, propose, feedback, batch_size, "reinforce")

@@ -1,0 +1,257 @@
+"""One autoregressive LSTM policy for every search space (DESIGN.md, 2).
+
+The controller of NAS-RL (Zoph & Le, ICLR 2017, Sec. 3.1-3.3), NASNet (Zoph et
+al., CVPR 2018, Sec. 3) and ENAS (Pham et al., ICML 2018, Sec. 2.1-2.4) is the
+same machine run over different decision lists:
+
+* it reads the embedding of the previous decision (a learned "go" vector first),
+* a stack of LSTM layers updates its state,
+* an ``OP`` decision is a softmax head on the hidden state (heads and
+  embeddings are shared by decisions of one group, as ENAS shares them),
+* a ``POINTER`` decision attends over earlier anchors with
+  ``v^T tanh(W_prev h_j + W_curr h_t)`` (ENAS; NASNet "previous node"),
+* a ``SKIP`` decision is the NAS-RL skip connection
+  ``P(j -> i) = sigmoid(v^T tanh(W_prev h_j + W_curr h_i))`` (Sec. 3.3), written
+  as a 2-way softmax over logits ``(0, s)``. Skip bits do not advance the LSTM:
+  all bits of a layer are read off the layer's anchor state, as in the paper.
+
+ENAS's logit shaping ``tanh_constant * tanh(logits / temperature)`` is applied
+when ``tanh_constant`` is set. The whole rollout is one ``lax.scan``; a batch of
+architectures is ``jax.vmap`` over keys. Sampling and re-scoring share the scan
+body, so ``log_prob(arch)`` equals the log-probability reported at sampling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nas_jax.spaces import base
+
+_NEG_INF = -1e9  # finite so that 0 * masked logit stays 0 in the entropy
+
+
+@dataclasses.dataclass(frozen=True)
+class SpaceArrays:
+  """Static per-decision tables the rollout scans over (numpy, ``[T]``)."""
+
+  kind: np.ndarray
+  num_choices: np.ndarray
+  head: np.ndarray          # OP: head index; else 0
+  token_offset: np.ndarray  # OP/SKIP: first embedding row of the decision
+  attn_base: np.ndarray     # POINTER: anchor_base; SKIP: target; else 0
+  anchor: np.ndarray        # slot written after the decision, -1: none
+  num_heads: int
+  head_size: int            # widest OP head
+  num_tokens: int
+  num_anchors: int
+  max_choices: int
+  init_anchors: tuple[int, ...]
+
+  @classmethod
+  def from_space(cls, space: base.SearchSpace) -> "SpaceArrays":
+    heads: dict[str, int] = {}
+    offsets: dict[str, int] = {}
+    num_tokens = 0
+    head, offset, attn = [], [], []
+    for d in space.decisions:
+      # Embedding rows: one range per OP group; one pair per SKIP decision
+      # (on/off), since a skip bit's meaning depends on its target.
+      key = d.head if d.kind == base.OP else d.name
+      if d.kind != base.POINTER and key not in offsets:
+        offsets[key] = num_tokens
+        num_tokens += d.num_choices
+      if d.kind == base.OP:
+        heads.setdefault(d.head, len(heads))
+      head.append(heads.get(d.head, 0) if d.kind == base.OP else 0)
+      offset.append(offsets.get(key, 0))
+      attn.append(d.anchor_base if d.kind == base.POINTER
+                  else d.target if d.kind == base.SKIP else 0)
+    op_sizes = [d.num_choices for d in space.decisions if d.kind == base.OP]
+    return cls(
+        kind=np.array([d.kind for d in space.decisions], np.int32),
+        num_choices=space.num_choices,
+        head=np.array(head, np.int32),
+        token_offset=np.array(offset, np.int32),
+        attn_base=np.array(attn, np.int32),
+        anchor=np.array([d.anchor for d in space.decisions], np.int32),
+        num_heads=max(len(heads), 1),
+        head_size=max(op_sizes, default=1),
+        num_tokens=max(num_tokens, 1),
+        num_anchors=max(space.num_anchors, 1),
+        max_choices=int(space.num_choices.max()),
+        init_anchors=space.init_anchors,
+    )
+
+
+class Rollout(NamedTuple):
+  arch: jax.Array      # int32[T]
+  log_prob: jax.Array  # f32[], sum over decisions
+  entropy: jax.Array   # f32[], sum over decisions
+
+
+def _lstm_step(w, b, x, state):
+  """One LSTM layer step with fused gates (i, f, g, o); ``w: [in+H, 4H]``."""
+  c, h = state
+  z = jnp.concatenate([x, h], -1) @ w + b
+  i, f, g, o = jnp.split(z, 4, axis=-1)
+  # The +1 forget-gate bias is the usual trick for stable early training.
+  c = jax.nn.sigmoid(f + 1.0) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+  h = jax.nn.sigmoid(o) * jnp.tanh(c)
+  return c, h
+
+
+class LSTMPolicy(nn.Module):
+  """The controller as a Flax Linen module.
+
+  Attributes:
+    space: the search space whose decisions the policy emits.
+    hidden_size: LSTM width (ENAS: 100 for the RNN cell, 64 for CNN cells;
+      NAS-RL: 35).
+    num_layers: stacked LSTM layers (NAS-RL: 2; ENAS: 1).
+    temperature: logits are divided by it (ENAS: 5.0 for CNN cells).
+    tanh_constant: if set, logits become ``c * tanh(logits)`` (ENAS: 2.5).
+    init_scale: half-width of the uniform initialiser (ENAS: 0.1).
+  """
+
+  space: base.SearchSpace
+  hidden_size: int = 64
+  num_layers: int = 1
+  temperature: float = 1.0
+  tanh_constant: float | None = None
+  init_scale: float = 0.1
+
+  def setup(self):
+    sa = SpaceArrays.from_space(self.space)
+    self._sa = sa
+    hsz = self.hidden_size
+    init = nn.initializers.uniform(2 * self.init_scale)
+    shifted = lambda k, s: init(k, s) - self.init_scale  # U(-scale, scale)
+    self.go = self.param("go", shifted, (hsz,))
+    self.embedding = self.param("embedding", shifted, (sa.num_tokens, hsz))
+    self.lstm_w = [self.param(f"lstm_{l}_w", shifted, (2 * hsz, 4 * hsz))
+                   for l in range(self.num_layers)]
+    self.lstm_b = [self.param(f"lstm_{l}_b", nn.initializers.zeros, (4 * hsz,))
+                   for l in range(self.num_layers)]
+    self.heads_w = self.param("heads_w", shifted,
+                              (sa.num_heads, hsz, sa.head_size))
+    self.heads_b = self.param("heads_b", nn.initializers.zeros,
+                              (sa.num_heads, sa.head_size))
+    self.init_anchor_h = self.param(
+        "init_anchors", shifted, (max(len(sa.init_anchors), 1), hsz))
+    self.attn_prev = self.param("attn_w_prev", shifted, (hsz, hsz))
+    self.attn_curr = self.param("attn_w_curr", shifted, (hsz, hsz))
+    self.attn_v = self.param("attn_v", shifted, (hsz,))
+
+  def _rollout(self, key: jax.Array, forced: jax.Array | None) -> Rollout:
+    sa = self._sa
+    hsz, T, A = self.hidden_size, len(sa.kind), sa.num_anchors
+    C = max(sa.max_choices, 2)
+    anchors_raw = jnp.zeros((A, hsz))
+    if sa.init_anchors:
+      anchors_raw = anchors_raw.at[np.array(sa.init_anchors)].set(
+          self.init_anchor_h[: len(sa.init_anchors)])
+    anchors_proj = anchors_raw @ self.attn_prev
+    zeros = jnp.zeros((hsz,))
+    lstm = tuple((zeros, zeros) for _ in range(self.num_layers))
+    keys = (jax.random.split(key, T) if forced is None
+            else jnp.zeros((T,), jnp.uint32))
+    actions = jnp.zeros((T,), jnp.int32) if forced is None else forced
+    xs = (jnp.arange(T), keys, actions,
+          *(jnp.asarray(v) for v in (sa.kind, sa.num_choices, sa.head,
+                                     sa.token_offset, sa.attn_base,
+                                     sa.anchor)))
+    choice_ids = jnp.arange(C)
+
+    def step(carry, x):
+      lstm, inp, a_raw, a_proj = carry
+      t, k, forced_a, kind, nc, head, off, attn_base, anchor = x
+      # SKIP bits read the current anchor state without advancing the LSTM.
+      advance = kind != base.SKIP
+      new_lstm, h_in = [], inp
+      for l, (c, h) in enumerate(lstm):
+        c2, h2 = _lstm_step(self.lstm_w[l], self.lstm_b[l], h_in, (c, h))
+        c2 = jnp.where(advance, c2, c)
+        h2 = jnp.where(advance, h2, h)
+        new_lstm.append((c2, h2))
+        h_in = h2
+      h = h_in
+
+      op_logits = h @ self.heads_w[head] + self.heads_b[head]       # [Hs]
+      op_logits = jnp.pad(op_logits, (0, C - op_logits.shape[0]))
+      scores = jnp.tanh(a_proj + h @ self.attn_curr) @ self.attn_v    # [A]
+      ptr_logits = scores[jnp.clip(attn_base + choice_ids, 0, A - 1)]  # [C]
+      skip_logits = jnp.zeros((C,)).at[1].set(scores[attn_base])
+      logits = jnp.select([kind == base.OP, kind == base.POINTER],
+                          [op_logits, ptr_logits], skip_logits)
+      logits = logits / self.temperature
+      if self.tanh_constant is not None:
+        logits = self.tanh_constant * jnp.tanh(logits)
+      logits = jnp.where(choice_ids < nc, logits, _NEG_INF)
+      logp_all = jax.nn.log_softmax(logits)
+      if forced is None:
+        a = jax.random.categorical(k, logits).astype(jnp.int32)
+      else:
+        a = forced_a
+      logp = logp_all[a]
+      ent = -jnp.sum(jnp.exp(logp_all) * logp_all)
+
+      # Next input: the chosen op's embedding, or the picked anchor (ENAS).
+      emb = self.embedding[jnp.clip(off + a, 0, sa.num_tokens - 1)]
+      nxt = jnp.where(kind == base.POINTER,
+                      a_raw[jnp.clip(attn_base + a, 0, A - 1)], emb)
+      slot = jnp.maximum(anchor, 0)
+      a_raw = jnp.where(anchor >= 0, a_raw.at[slot].set(h), a_raw)
+      a_proj = jnp.where(anchor >= 0,
+                         a_proj.at[slot].set(h @ self.attn_prev), a_proj)
+      return (tuple(new_lstm), nxt, a_raw, a_proj), (a, logp, ent)
+
+    carry = (lstm, self.go, anchors_raw, anchors_proj)
+    _, (arch, logp, ent) = jax.lax.scan(step, carry, xs)
+    return Rollout(arch, jnp.sum(logp), jnp.sum(ent))
+
+  def sample(self, key: jax.Array) -> Rollout:
+    """Samples one architecture: ``(arch int32[T], log_prob, entropy)``."""
+    return self._rollout(key, None)
+
+  def log_prob(self, arch: jax.Array) -> Rollout:
+    """Re-scores ``arch`` (teacher forcing); differentiable in the params."""
+    return self._rollout(jnp.zeros((), jnp.uint32), arch.astype(jnp.int32))
+
+  def __call__(self, key: jax.Array) -> Rollout:
+    return self.sample(key)
+
+
+class Controller(NamedTuple):
+  """Pure functions over a policy's params (the DESIGN.md signatures).
+
+  ``sample(params, key) -> Rollout`` and ``log_prob(params, arch) -> f32[]``
+  act on one architecture; batch them with ``jax.vmap``.
+  """
+
+  init: Any
+  sample: Any
+  log_prob: Any
+  module: LSTMPolicy
+
+
+def make_controller(space: base.SearchSpace, **module_kwargs) -> Controller:
+  """Builds the policy for ``space`` and returns its pure functions."""
+  module = LSTMPolicy(space=space, **module_kwargs)
+
+  def init(key: jax.Array):
+    return module.init(key, jax.random.key(0))["params"]
+
+  def sample(params, key: jax.Array) -> Rollout:
+    return module.apply({"params": params}, key, method=LSTMPolicy.sample)
+
+  def log_prob(params, arch: jax.Array) -> jax.Array:
+    return module.apply({"params": params}, arch,
+                        method=LSTMPolicy.log_prob).log_prob
+
+  return Controller(init, sample, log_prob, module)

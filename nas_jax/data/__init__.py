@@ -1,0 +1,1 @@
+"""Data: offline readers and input pipelines."""

@@ -1,0 +1,1 @@
+"""Evaluators: how the reward of an architecture is obtained."""

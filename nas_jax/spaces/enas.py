@@ -1,0 +1,150 @@
+"""The three ENAS search spaces (Pham et al., "Efficient Neural Architecture
+Search via Parameter Sharing", ICML 2018).
+
+* :func:`micro_space`: the convolutional cell space (Sec. 2.4, "Designing
+  Convolutional Cells"): a normal cell and a reduction cell, each with two
+  cell inputs and ``num_nodes`` nodes; every node picks two earlier nodes and
+  one op for each.
+* :func:`macro_space`: the whole-network space (Sec. 2.3, "Designing
+  Convolutional Networks"): every layer picks an op and which earlier layers
+  it takes skip connections from.
+* :func:`rnn_space`: the recurrent cell space (Sec. 2.1, "Designing Recurrent
+  Cells"): node 0 combines ``x_t`` and ``h_{t-1}``; every later node picks one
+  previous node and an activation; loose ends are averaged into ``h_t``.
+
+All three use the base class's comma-separated text form and spec; ENAS shares
+one softmax head per decision type, hence one ``group`` per op vocabulary.
+"""
+
+from __future__ import annotations
+
+from nas_jax.spaces import base
+
+# Sec. 2.4: the five cell ops.
+MICRO_OPS = ("identity", "sep_conv_3x3", "sep_conv_5x5", "avg_pool_3x3",
+             "max_pool_3x3")
+# Sec. 2.3: the six layer ops.
+MACRO_OPS = ("conv_3x3", "conv_5x5", "sep_conv_3x3", "sep_conv_5x5",
+             "max_pool_3x3", "avg_pool_3x3")
+# Sec. 2.1: the four activations of the recurrent cell.
+RNN_ACTIVATIONS = ("tanh", "relu", "identity", "sigmoid")
+
+MICRO_GROUP = "enas_micro_op"
+MACRO_GROUP = "enas_macro_op"
+RNN_GROUP = "enas_rnn_act"
+
+CELL_TYPES = ("normal", "reduce")
+_NUM_CELL_INPUTS = 2  # The outputs of the two previous cells.
+
+
+def _check_positive(name: str, value: int):
+  if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+# -- micro (cell) space -------------------------------------------------------
+
+
+def _micro_cell(cell: str, cell_base: int,
+                num_nodes: int) -> list[base.Decision]:
+  """The decisions of one cell whose anchor slots start at ``cell_base``.
+
+  Slots ``cell_base`` and ``cell_base + 1`` hold the two cell inputs; node
+  ``i`` is written to slot ``cell_base + 2 + i``, so a node's pointers range
+  over exactly the slots filled before it (Sec. 2.4).
+  """
+  decisions = []
+  for i in range(num_nodes):
+    prefix = f"{cell}/node{i}"
+    num_inputs = _NUM_CELL_INPUTS + i
+    for side in ("a", "b"):
+      decisions.append(base.Decision(
+          name=f"{prefix}/input_{side}", kind=base.POINTER,
+          num_inputs=num_inputs, anchor_base=cell_base))
+    decisions.append(base.Decision(
+        name=f"{prefix}/op_a", choices=MICRO_OPS, group=MICRO_GROUP))
+    # The node exists once its last decision is made; its hidden state is
+    # what later pointers attend to.
+    decisions.append(base.Decision(
+        name=f"{prefix}/op_b", choices=MICRO_OPS, group=MICRO_GROUP,
+        anchor=cell_base + _NUM_CELL_INPUTS + i))
+  return decisions
+
+
+def micro_space(num_nodes: int = 5) -> base.SearchSpace:
+  """The ENAS convolutional cell space (Pham et al. 2018, Sec. 2.4).
+
+  Args:
+    num_nodes: nodes per cell (``B``; the paper uses 5, plus the two inputs).
+
+  Returns:
+    A space of ``2 * 4 * num_nodes`` decisions: the normal cell, then the
+    reduction cell.
+  """
+  _check_positive("num_nodes", num_nodes)
+  cell_size = _NUM_CELL_INPUTS + num_nodes
+  decisions = []
+  init_anchors = []
+  for c, cell in enumerate(CELL_TYPES):
+    cell_base = c * cell_size
+    init_anchors += [cell_base + k for k in range(_NUM_CELL_INPUTS)]
+    decisions += _micro_cell(cell, cell_base, num_nodes)
+  return base.SearchSpace("enas_micro", decisions, init_anchors)
+
+
+# -- macro (whole network) space ----------------------------------------------
+
+
+def macro_space(num_layers: int = 12) -> base.SearchSpace:
+  """The ENAS whole-network space (Pham et al. 2018, Sec. 2.3).
+
+  Layer ``i`` picks an op (written to anchor slot ``i``), then one bit per
+  earlier layer ``j < i`` saying whether ``j`` feeds ``i`` by a skip
+  connection; the bits attend to layer ``j``'s anchor as in NAS-RL's
+  skip-connection attention.
+
+  Args:
+    num_layers: the number of layers (12 in the paper's CIFAR-10 search).
+
+  Returns:
+    A space of ``num_layers + num_layers * (num_layers - 1) / 2`` decisions.
+  """
+  _check_positive("num_layers", num_layers)
+  decisions = []
+  for i in range(num_layers):
+    decisions.append(base.Decision(
+        name=f"layer{i}/op", choices=MACRO_OPS, group=MACRO_GROUP, anchor=i))
+    decisions += [
+        base.Decision(name=f"layer{i}/skip_from{j}", kind=base.SKIP, target=j)
+        for j in range(i)
+    ]
+  return base.SearchSpace("enas_macro", decisions)
+
+
+# -- recurrent cell space -----------------------------------------------------
+
+
+def rnn_space(num_nodes: int = 12) -> base.SearchSpace:
+  """The ENAS recurrent cell space (Pham et al. 2018, Sec. 2.1).
+
+  Node 0 always reads ``x_t`` and ``h_{t-1}``, so it only picks an activation.
+  Node ``i >= 1`` picks a previous node ``0..i-1`` (a pointer over anchor
+  slots ``0..i-1``) and then an activation, written to slot ``i``. Which nodes
+  are loose ends follows from the pointers, so it is not a decision.
+
+  Args:
+    num_nodes: nodes in the cell (12 in the paper's Penn Treebank search).
+
+  Returns:
+    A space of ``2 * num_nodes - 1`` decisions.
+  """
+  _check_positive("num_nodes", num_nodes)
+  decisions = [base.Decision(
+      name="node0/act", choices=RNN_ACTIVATIONS, group=RNN_GROUP, anchor=0)]
+  for i in range(1, num_nodes):
+    decisions.append(base.Decision(
+        name=f"node{i}/prev", kind=base.POINTER, num_inputs=i, anchor_base=0))
+    decisions.append(base.Decision(
+        name=f"node{i}/act", choices=RNN_ACTIVATIONS, group=RNN_GROUP,
+        anchor=i))
+  return base.SearchSpace("enas_rnn", decisions)

@@ -1,0 +1,1 @@
+"""Search loops and jitted training steps."""

@@ -1,0 +1,107 @@
+"""Host side of a tabular search run: build from a config, run the jitted
+search over seeds, write the results to the workdir.
+
+Files written (see WORKSPACE.md): ``config.json``, ``history.jsonl`` (one line
+per evaluated architecture: seed, step, arch text, reward, cost),
+``best.json`` (per seed: spec, text line, reward, and any reported columns)
+and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from nas_jax import algorithms
+from nas_jax.controllers import make_controller
+from nas_jax.data import nasbench201 as nb201_data
+from nas_jax.evaluators import tabular
+from nas_jax.spaces import base as spaces_base
+from nas_jax.train import search as search_lib
+
+
+def build_evaluator(config: ml_collections.ConfigDict):
+  if config.evaluator == "nasbench201":
+    table = nb201_data.load(config.get("table_path") or None)
+    return tabular.nasbench201(table, reward_column=config.reward_column,
+                               epochs_charged=config.epochs_charged)
+  raise ValueError(f"unknown evaluator {config.evaluator!r}; known: "
+                   "'nasbench201'")
+
+
+def build_algorithm(config: ml_collections.ConfigDict,
+                    space: spaces_base.SearchSpace) -> algorithms.Algorithm:
+  name = config.algorithm
+  if name == "random":
+    return algorithms.random_search(space, **config.random)
+  if name in ("evolution", "rea"):
+    return algorithms.regularized_evolution(space, **config.evolution)
+  if name in ("reinforce", "ppo"):
+    ctrl = make_controller(space, **config.controller)
+    factory = algorithms.reinforce if name == "reinforce" else algorithms.ppo
+    return factory(ctrl, **config[name])
+  raise ValueError(f"unknown algorithm {name!r}; known: random, evolution "
+                   "(rea), reinforce, ppo")
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  evaluator = build_evaluator(config)
+  space = evaluator.space
+  algo = build_algorithm(config, space)
+  search = search_lib.make_search(
+      algo, evaluator, space.num_decisions, max_evals=config.max_evals,
+      time_budget=config.get("time_budget") or None)
+  if config.num_seeds < 1:
+    raise ValueError(f"num_seeds must be >= 1, got {config.num_seeds}")
+  keys = jax.random.split(jax.random.key(config.seed), config.num_seeds)
+  logging.info("searching %s with %s: %d seed(s), budget %s s, <= %d evals",
+               space.name, algo.name, config.num_seeds,
+               config.get("time_budget"), config.max_evals)
+  t0 = time.perf_counter()
+  result = jax.block_until_ready(jax.jit(jax.vmap(search))(keys))
+  wall = time.perf_counter() - t0
+  result = jax.tree.map(np.asarray, result._replace(state=None))
+
+  with open(workdir / "history.jsonl", "w") as f:
+    for s in range(config.num_seeds):
+      for i in range(int(result.num_evals[s])):
+        f.write(json.dumps({
+            "seed": s, "step": i, "arch": space.to_text(result.archs[s, i]),
+            "reward": float(result.rewards[s, i]),
+            "cost": float(result.costs[s, i])}) + "\n")
+  best = []
+  for s in range(config.num_seeds):
+    arch = result.best_arch[s]
+    entry = {"seed": s, "text": space.to_text(arch),
+             "spec": space.to_spec(arch),
+             "reward": float(result.best_reward[s]),
+             "num_evals": int(result.num_evals[s]),
+             "time_used": float(result.time_used[s])}
+    for col in evaluator.extra:
+      entry[col] = float(evaluator.lookup(col, jnp.asarray(arch)))
+    best.append(entry)
+  (workdir / "best.json").write_text(json.dumps(
+      best[0] if config.num_seeds == 1 else best, indent=2))
+  summary = {"algorithm": algo.name, "space": space.name,
+             "num_seeds": config.num_seeds, "wall_seconds": wall,
+             "mean_best_reward": float(np.mean(result.best_reward)),
+             "mean_num_evals": float(np.mean(result.num_evals))}
+  for col in evaluator.extra:
+    vals = [b[col] for b in best]
+    summary[f"{col}_mean"] = float(np.mean(vals))
+    summary[f"{col}_std"] = float(np.std(vals))
+  (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+  logging.info("done in %.2fs: best %s reward %.4f %s", wall, best[0]["text"],
+               best[0]["reward"],
+               {k: v for k, v in summary.items() if k.endswith("_mean")})
+  return summary
