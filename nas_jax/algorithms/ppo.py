@@ -50,8 +50,7 @@ def ppo(controller: lstm_policy.Controller, *, batch_size: int = 8,
   opt = optimizer or base.controller_optimizer(learning_rate, max_grad_norm)
 
   def rescore(params, archs):
-    return jax.vmap(lambda a: controller.module.apply(
-        {"params": params}, a, method=lstm_policy.LSTMPolicy.log_prob))(archs)
+    return jax.vmap(controller.rescore, (None, 0))(params, archs)
 
   def loss_fn(params, archs, old_log_probs, advantages):
     r = rescore(params, archs)

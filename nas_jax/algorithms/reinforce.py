@@ -51,10 +51,7 @@ def reinforce(controller: lstm_policy.Controller, *, batch_size: int = 1,
     return state, rollout.arch
 
   def loss_fn(params, archs, advantages):
-    rescored = jax.vmap(
-        lambda a: controller.module.apply(
-            {"params": params}, a, method=lstm_policy.LSTMPolicy.log_prob)
-    )(archs)
+    rescored = jax.vmap(controller.rescore, (None, 0))(params, archs)
     pg = jax.vmap(losses.reinforce_loss)(rescored.log_prob, advantages)
     return jnp.mean(pg) - entropy_weight * jnp.mean(rescored.entropy)
 

@@ -117,6 +117,8 @@ class LSTMPolicy(nn.Module):
     temperature: logits are divided by it (ENAS: 5.0 for CNN cells).
     tanh_constant: if set, logits become ``c * tanh(logits)`` (ENAS: 2.5).
     init_scale: half-width of the uniform initialiser (ENAS: 0.1).
+    unroll: trace one specialised step per decision (fast to run; compile
+      time grows with the number of decisions) or scan one generic step.
   """
 
   space: base.SearchSpace
@@ -125,6 +127,7 @@ class LSTMPolicy(nn.Module):
   temperature: float = 1.0
   tanh_constant: float | None = None
   init_scale: float = 0.1
+  unroll: bool | None = None  # None: unroll decision lists of <= 96 steps
 
   def setup(self):
     sa = SpaceArrays.from_space(self.space)
@@ -148,7 +151,90 @@ class LSTMPolicy(nn.Module):
     self.attn_curr = self.param("attn_w_curr", shifted, (hsz, hsz))
     self.attn_v = self.param("attn_v", shifted, (hsz,))
 
+  def _advance(self, lstm, inp):
+    new_lstm, h = [], inp
+    for l, state in enumerate(lstm):
+      state = _lstm_step(self.lstm_w[l], self.lstm_b[l], h, state)
+      new_lstm.append(state)
+      h = state[1]
+    return tuple(new_lstm), h
+
+  def _shape_logits(self, logits):
+    logits = logits / self.temperature
+    if self.tanh_constant is not None:
+      logits = self.tanh_constant * jnp.tanh(logits)
+    return logits
+
+  def _choose(self, logits, k, forced_a, width):
+    """Gumbel-max sampling with noise of a fixed ``width``, so the unrolled
+    (exact-size logits) and scanned (padded logits) rollouts agree."""
+    logp_all = jax.nn.log_softmax(logits)
+    if forced_a is None:
+      g = jax.random.gumbel(k, (width,))[: logits.shape[0]]
+      a = jnp.argmax(logits + g).astype(jnp.int32)
+    else:
+      a = forced_a
+    ent = -jnp.sum(jnp.exp(logp_all) * logp_all)
+    return a, logp_all[a], ent
+
   def _rollout(self, key: jax.Array, forced: jax.Array | None) -> Rollout:
+    sa = self._sa
+    T = len(sa.kind)
+    unroll = self.unroll if self.unroll is not None else T <= 96
+    keys = jax.random.split(key, T) if forced is None else [None] * T
+    if unroll:
+      return self._rollout_unrolled(keys, forced)
+    return self._rollout_scanned(keys, forced)
+
+  def _rollout_unrolled(self, keys, forced) -> Rollout:
+    """Python loop over the static decision list: each step computes only what
+    its decision kind needs (one head, one attention slice, or one skip score).
+    """
+    sa = self._sa
+    C = max(sa.max_choices, 2)
+    hsz = self.hidden_size
+    zeros = jnp.zeros((hsz,))
+    lstm = tuple((zeros, zeros) for _ in range(self.num_layers))
+    raw: dict[int, jax.Array] = {}
+    proj: dict[int, jax.Array] = {}
+    for i, slot in enumerate(sa.init_anchors):
+      raw[slot] = self.init_anchor_h[i]
+      proj[slot] = raw[slot] @ self.attn_prev
+    inp, h = self.go, zeros
+    arch, logps, ents = [], [], []
+    for t in range(len(sa.kind)):
+      kind, nc = int(sa.kind[t]), int(sa.num_choices[t])
+      if kind != base.SKIP:  # skip bits read the layer's anchor state
+        lstm, h = self._advance(lstm, inp)
+      if kind == base.OP:
+        head = int(sa.head[t])
+        logits = (h @ self.heads_w[head] + self.heads_b[head])[:nc]
+      else:
+        lo = int(sa.attn_base[t])
+        slots = range(lo, lo + nc) if kind == base.POINTER else [lo]
+        keys_proj = jnp.stack([proj[j] for j in slots])
+        scores = jnp.tanh(keys_proj + h @ self.attn_curr) @ self.attn_v
+        logits = scores if kind == base.POINTER else jnp.stack(
+            [jnp.zeros(()), scores[0]])
+      logits = self._shape_logits(logits)
+      a, logp, ent = self._choose(logits, keys[t],
+                                  None if forced is None else forced[t], C)
+      arch.append(a)
+      logps.append(logp)
+      ents.append(ent)
+      if kind == base.POINTER:  # ENAS feeds the picked anchor back in
+        inp = jnp.stack([raw[j] for j in slots])[a]
+      else:
+        inp = self.embedding[int(sa.token_offset[t]) + a]
+      if sa.anchor[t] >= 0:
+        raw[int(sa.anchor[t])] = h
+        proj[int(sa.anchor[t])] = h @ self.attn_prev
+    return Rollout(jnp.stack(arch), jnp.sum(jnp.stack(logps)),
+                   jnp.sum(jnp.stack(ents)))
+
+  def _rollout_scanned(self, keys, forced) -> Rollout:
+    """One ``lax.scan`` step for every decision: compiles in constant time for
+    long decision lists, at the cost of computing every kind's logits."""
     sa = self._sa
     hsz, T, A = self.hidden_size, len(sa.kind), sa.num_anchors
     C = max(sa.max_choices, 2)
@@ -159,59 +245,41 @@ class LSTMPolicy(nn.Module):
     anchors_proj = anchors_raw @ self.attn_prev
     zeros = jnp.zeros((hsz,))
     lstm = tuple((zeros, zeros) for _ in range(self.num_layers))
-    keys = (jax.random.split(key, T) if forced is None
-            else jnp.zeros((T,), jnp.uint32))
-    actions = jnp.zeros((T,), jnp.int32) if forced is None else forced
-    xs = (jnp.arange(T), keys, actions,
+    xs = (keys if forced is None else jnp.zeros((T,), jnp.uint32),
+          jnp.zeros((T,), jnp.int32) if forced is None else forced,
           *(jnp.asarray(v) for v in (sa.kind, sa.num_choices, sa.head,
                                      sa.token_offset, sa.attn_base,
                                      sa.anchor)))
     choice_ids = jnp.arange(C)
 
     def step(carry, x):
-      lstm, inp, a_raw, a_proj = carry
-      t, k, forced_a, kind, nc, head, off, attn_base, anchor = x
-      # SKIP bits read the current anchor state without advancing the LSTM.
+      lstm, h, inp, a_raw, a_proj = carry
+      k, forced_a, kind, nc, head, off, attn_base, anchor = x
+      new_lstm, new_h = self._advance(lstm, inp)
       advance = kind != base.SKIP
-      new_lstm, h_in = [], inp
-      for l, (c, h) in enumerate(lstm):
-        c2, h2 = _lstm_step(self.lstm_w[l], self.lstm_b[l], h_in, (c, h))
-        c2 = jnp.where(advance, c2, c)
-        h2 = jnp.where(advance, h2, h)
-        new_lstm.append((c2, h2))
-        h_in = h2
-      h = h_in
-
-      op_logits = h @ self.heads_w[head] + self.heads_b[head]       # [Hs]
+      lstm = jax.tree.map(lambda n, o: jnp.where(advance, n, o), new_lstm,
+                          lstm)
+      h = jnp.where(advance, new_h, h)
+      op_logits = h @ self.heads_w[head] + self.heads_b[head]
       op_logits = jnp.pad(op_logits, (0, C - op_logits.shape[0]))
-      scores = jnp.tanh(a_proj + h @ self.attn_curr) @ self.attn_v    # [A]
-      ptr_logits = scores[jnp.clip(attn_base + choice_ids, 0, A - 1)]  # [C]
+      scores = jnp.tanh(a_proj + h @ self.attn_curr) @ self.attn_v  # [A]
+      ptr_logits = scores[jnp.clip(attn_base + choice_ids, 0, A - 1)]
       skip_logits = jnp.zeros((C,)).at[1].set(scores[attn_base])
       logits = jnp.select([kind == base.OP, kind == base.POINTER],
                           [op_logits, ptr_logits], skip_logits)
-      logits = logits / self.temperature
-      if self.tanh_constant is not None:
-        logits = self.tanh_constant * jnp.tanh(logits)
-      logits = jnp.where(choice_ids < nc, logits, _NEG_INF)
-      logp_all = jax.nn.log_softmax(logits)
-      if forced is None:
-        a = jax.random.categorical(k, logits).astype(jnp.int32)
-      else:
-        a = forced_a
-      logp = logp_all[a]
-      ent = -jnp.sum(jnp.exp(logp_all) * logp_all)
-
-      # Next input: the chosen op's embedding, or the picked anchor (ENAS).
+      logits = jnp.where(choice_ids < nc, self._shape_logits(logits), _NEG_INF)
+      a, logp, ent = self._choose(logits, k,
+                                  None if forced is None else forced_a, C)
       emb = self.embedding[jnp.clip(off + a, 0, sa.num_tokens - 1)]
-      nxt = jnp.where(kind == base.POINTER,
+      inp = jnp.where(kind == base.POINTER,
                       a_raw[jnp.clip(attn_base + a, 0, A - 1)], emb)
       slot = jnp.maximum(anchor, 0)
       a_raw = jnp.where(anchor >= 0, a_raw.at[slot].set(h), a_raw)
       a_proj = jnp.where(anchor >= 0,
                          a_proj.at[slot].set(h @ self.attn_prev), a_proj)
-      return (tuple(new_lstm), nxt, a_raw, a_proj), (a, logp, ent)
+      return (lstm, h, inp, a_raw, a_proj), (a, logp, ent)
 
-    carry = (lstm, self.go, anchors_raw, anchors_proj)
+    carry = (lstm, zeros, self.go, anchors_raw, anchors_proj)
     _, (arch, logp, ent) = jax.lax.scan(step, carry, xs)
     return Rollout(arch, jnp.sum(logp), jnp.sum(ent))
 
@@ -230,13 +298,15 @@ class LSTMPolicy(nn.Module):
 class Controller(NamedTuple):
   """Pure functions over a policy's params (the DESIGN.md signatures).
 
-  ``sample(params, key) -> Rollout`` and ``log_prob(params, arch) -> f32[]``
-  act on one architecture; batch them with ``jax.vmap``.
+  ``sample(params, key) -> Rollout``, ``log_prob(params, arch) -> f32[]`` and
+  ``rescore(params, arch) -> Rollout`` act on one architecture; batch them
+  with ``jax.vmap``.
   """
 
   init: Any
   sample: Any
   log_prob: Any
+  rescore: Any  # (params, arch) -> Rollout with log_prob and entropy
   module: LSTMPolicy
 
 
@@ -254,4 +324,7 @@ def make_controller(space: base.SearchSpace, **module_kwargs) -> Controller:
     return module.apply({"params": params}, arch,
                         method=LSTMPolicy.log_prob).log_prob
 
-  return Controller(init, sample, log_prob, module)
+  def rescore(params, arch: jax.Array) -> Rollout:
+    return module.apply({"params": params}, arch, method=LSTMPolicy.log_prob)
+
+  return Controller(init, sample, log_prob, rescore, module)

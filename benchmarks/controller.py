@@ -1,0 +1,218 @@
+"""Controller speed on the ENAS recurrent-cell space (Pham et al., ICML 2018).
+
+Measures, for the LSTM controller of ENAS's Penn Treebank search (12-node
+cell, 4 activations, one 100-unit LSTM layer, logits ``2.5 * tanh(logits)``,
+temperature 1):
+
+* architectures sampled per second at batch 1, 64 and 1024, with
+  ``jax.jit(jax.vmap(controller.sample, (None, 0)))``, median over repeated
+  calls after a warm-up call;
+* the time of one jitted REINFORCE update (``algo.feedback``) on 1024
+  architectures, median after warm-up.
+
+Timings use ``time.perf_counter`` around calls ended by
+``jax.block_until_ready``; inputs are built before timing. The goals are
+printed beside the figures; nothing is asserted.
+
+Run from the repository root::
+
+    PYTHONPATH=. python benchmarks/controller.py            # full
+    PYTHONPATH=. python benchmarks/controller.py --quick    # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+import jax
+
+from nas_jax import algorithms
+from nas_jax.controllers import lstm_policy
+from nas_jax.spaces import base
+
+# ENAS RNN controller settings (Pham et al. 2018, Sec. 3.1 / the released code).
+NUM_NODES = 12
+HIDDEN_SIZE = 100
+NUM_LAYERS = 1
+TEMPERATURE = 1.0
+TANH_CONSTANT = 2.5
+# REINFORCE update settings; they do not change the update's cost much
+# (a non-zero entropy weight adds the entropy's gradient, as ENAS does).
+LEARNING_RATE = 3.5e-4
+ENTROPY_WEIGHT = 1e-4
+BASELINE_DECAY = 0.99
+
+SAMPLE_BATCHES = (1, 64, 1024)
+UPDATE_BATCH = 1024
+
+# Goals (arch/s for sampling; ms for the update).
+SAMPLE_GOALS = {1: 3_600.0, 1024: 28_000.0}
+UPDATE_GOAL_MS = 50.0
+
+
+def enas_rnn_space(num_nodes: int = NUM_NODES) -> base.SearchSpace:
+  """The registry's ``enas_rnn`` space."""
+  from nas_jax.spaces import registry
+  return registry.get("enas_rnn", num_nodes=num_nodes)
+
+
+def make_controller(space) -> lstm_policy.Controller:
+  return lstm_policy.make_controller(
+      space, hidden_size=HIDDEN_SIZE, num_layers=NUM_LAYERS,
+      temperature=TEMPERATURE, tanh_constant=TANH_CONSTANT)
+
+
+def _median_time(fn, args, repeats: int) -> tuple[float, list[float]]:
+  jax.block_until_ready(fn(*args))  # warm-up: compile and first run
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times), times
+
+
+def time_sampling(controller, params, batch: int, repeats: int) -> dict:
+  fn = jax.jit(jax.vmap(controller.sample, (None, 0)))
+  keys = jax.random.split(jax.random.key(1), batch)
+  t0 = time.perf_counter()
+  jax.block_until_ready(fn(params, keys))
+  first = time.perf_counter() - t0
+  med, times = _median_time(fn, (params, keys), repeats)
+  return {"batch": batch, "first_call_s": first, "median_s": med,
+          "arch_per_s": batch / med, "repeats": len(times)}
+
+
+def time_update(controller, batch: int, repeats: int) -> dict:
+  algo = algorithms.reinforce(
+      controller, batch_size=batch, learning_rate=LEARNING_RATE,
+      entropy_weight=ENTROPY_WEIGHT, baseline_decay=BASELINE_DECAY)
+  state = algo.init(jax.random.key(0))
+  state, archs = jax.jit(algo.propose)(state, jax.random.key(2))
+  rewards = jax.random.uniform(jax.random.key(3), (batch,))
+  # One update first (it compiles, and sets the baseline), so the timed ones
+  # are steady-state updates.
+  feedback = jax.jit(algo.feedback)
+  t0 = time.perf_counter()
+  state = jax.block_until_ready(feedback(state, archs, rewards))
+  first = time.perf_counter() - t0
+  med, times = _median_time(feedback, (state, archs, rewards), repeats)
+  return {"batch": batch, "first_call_s": first, "median_s": med,
+          "median_ms": med * 1e3, "repeats": len(times)}
+
+
+def _cpu_name() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict:
+  return {
+      "date": datetime.datetime.now(datetime.timezone.utc).strftime(
+          "%Y-%m-%d %H:%M:%S UTC"),
+      "cpu": _cpu_name(),
+      "cpu_count": os.cpu_count(),
+      "platform": platform.platform(),
+      "python": platform.python_version(),
+      "jax": jax.__version__,
+      "devices": [str(d) for d in jax.devices()],
+  }
+
+
+def _table(head, rows) -> str:
+  widths = [max(len(str(r[i])) for r in [head] + rows)
+            for i in range(len(head))]
+  fmt = lambda row: " | ".join(str(c).ljust(w) for c, w in zip(row, widths))
+  return "\n".join([fmt(head), "-+-".join("-" * w for w in widths)]
+                   + [fmt(r) for r in rows])
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(
+      description=__doc__.split("\n\n")[0],
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--repeats", type=int, default=None,
+                 help="timed calls per measurement (default: 200 at batch 1, "
+                      "50 at 64, 20 at 1024 and for the update)")
+  p.add_argument("--out_json", default=None, help="write the results here")
+  p.add_argument("--quick", action="store_true",
+                 help="smoke test: 3 timed calls per measurement")
+  args = p.parse_args(argv)
+  if args.repeats is not None and args.repeats < 1:
+    p.error("--repeats must be >= 1")
+
+  def repeats_for(batch):
+    if args.quick:
+      return 3
+    if args.repeats is not None:
+      return args.repeats
+    return 200 if batch == 1 else 50 if batch <= 64 else 20
+
+  info = machine_info()
+  print(f"date:    {info['date']}")
+  print(f"machine: {info['cpu']} ({info['cpu_count']} CPUs), "
+        f"{info['platform']}")
+  print(f"jax:     {info['jax']}, devices {', '.join(info['devices'])}")
+  space = enas_rnn_space()
+  controller = make_controller(space)
+  params = controller.init(jax.random.key(0))
+  n_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
+  print(f"space:   {space.name}, {NUM_NODES} nodes, {space.num_decisions} "
+        f"decisions, {space.num_architectures:.3g} architectures")
+  print(f"policy:  LSTM {NUM_LAYERS} x {HIDDEN_SIZE}, temperature "
+        f"{TEMPERATURE}, tanh_constant {TANH_CONSTANT}, {n_params:,} params")
+  print()
+
+  samples = [time_sampling(controller, params, b, repeats_for(b))
+             for b in SAMPLE_BATCHES]
+  update = time_update(controller, UPDATE_BATCH, repeats_for(UPDATE_BATCH))
+
+  head = ("measurement", "median", "throughput", "goal", "meets goal",
+          "compile+1st call")
+  rows = []
+  for s in samples:
+    goal = SAMPLE_GOALS.get(s["batch"])
+    rows.append((f"sample, batch {s['batch']}",
+                 f"{s['median_s'] * 1e3:.3f} ms",
+                 f"{s['arch_per_s']:,.0f} arch/s",
+                 f">= {goal:,.0f} arch/s" if goal else "-",
+                 ("yes" if s["arch_per_s"] >= goal else "no") if goal else "-",
+                 f"{s['first_call_s']:.2f} s"))
+  rows.append((f"REINFORCE update, {UPDATE_BATCH} archs",
+               f"{update['median_ms']:.2f} ms",
+               f"{UPDATE_BATCH / update['median_s']:,.0f} arch/s",
+               f"<= {UPDATE_GOAL_MS:g} ms",
+               "yes" if update["median_ms"] <= UPDATE_GOAL_MS else "no",
+               f"{update['first_call_s']:.2f} s"))
+  print(_table(head, rows))
+  print(f"\nmedian of {', '.join(str(repeats_for(b)) for b in SAMPLE_BATCHES)}"
+        f" calls (sampling) and {repeats_for(UPDATE_BATCH)} calls (update) "
+        "after one warm-up call.")
+
+  if args.out_json:
+    out = {"machine": info, "space": space.name, "num_nodes": NUM_NODES,
+           "hidden_size": HIDDEN_SIZE, "temperature": TEMPERATURE,
+           "tanh_constant": TANH_CONSTANT, "sampling": samples,
+           "update": update, "goals": {"sample_arch_per_s": SAMPLE_GOALS,
+                                       "update_ms": UPDATE_GOAL_MS}}
+    pathlib.Path(args.out_json).write_text(json.dumps(out, indent=1))
+    print(f"wrote {args.out_json}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
