@@ -1,9 +1,11 @@
 r"""Runs a search from an ml_collections config.
 
   python experiments/main.py \
-    --config=experiments/configs/nasbench201.py:reinforce --workdir=/tmp/run
+    --config=experiments/configs/seed003_digits.py:ppo --workdir=/tmp/run
 
-Override any field: ``--config.seed=3 --config.num_seeds=10``.
+``config.run`` picks the loop: ``"tabular"`` (rewards from a table, the whole
+search jitted; ``nasbench201.py``) or ``"train"`` (children trained from
+scratch; ``seed003_*.py``). Override any field: ``--config.seed=3``.
 """
 
 import sys
@@ -11,7 +13,10 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nas_jax.train import tabular_run
+from nas_jax.spaces.base import InvalidArchitectureError
+from nas_jax.train import child_search_run, tabular_run
+
+RUNS = {"tabular": tabular_run.run, "train": child_search_run.run}
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file, optionally `path.py:variant`.",
@@ -23,9 +28,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  kind = config.get("run", "tabular")
+  if kind not in RUNS:
+    raise app.UsageError(f"config.run must be one of {sorted(RUNS)}, got "
+                         f"{kind!r}")
   try:
-    tabular_run.run(_CONFIG.value, _WORKDIR.value)
-  except (FileNotFoundError, ValueError) as e:
+    RUNS[kind](config, _WORKDIR.value)
+  except (FileNotFoundError, ValueError, InvalidArchitectureError) as e:
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -4,13 +4,15 @@ The learning tests use toy spaces and toy reward tables with a unique best
 architecture; the update tests recompute one optimizer step by hand from
 per-architecture gradients of ``controller.log_prob`` and compare.
 
-Compiled functions are built once at module level and reused, because XLA
-compilation dominates the run time on a small CPU machine.
+Compiled functions are built once at module level and reused, and they are
+compiled with XLA's backend optimisation level 0: compilation, not execution,
+dominates the run time of these tiny problems on a small CPU machine.
 """
 
 from __future__ import annotations
 
-import itertools
+import functools
+import importlib
 
 import jax
 import jax.numpy as jnp
@@ -19,11 +21,18 @@ import optax
 import pytest
 
 from nas_jax import algorithms
-from nas_jax.algorithms import evolution, ppo as ppo_lib, reinforce as rf_lib
+from nas_jax.algorithms import evolution
 from nas_jax.controllers import make_controller
 from nas_jax.evaluators.tabular import TabularEvaluator
 from nas_jax.spaces import base, registry
 from nas_jax.train.search import make_search
+
+# ``nas_jax.algorithms`` re-exports the factories under the modules' names.
+rf_lib = importlib.import_module("nas_jax.algorithms.reinforce")
+ppo_lib = importlib.import_module("nas_jax.algorithms.ppo")
+
+_jit = functools.partial(
+    jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 
 # -- toy problems -------------------------------------------------------------
 
@@ -66,7 +75,7 @@ BIG_BEST = np.array([3, 0, 2, 1, 1, 0], np.int32)
 BIG_REWARD, _ = _toy_table(BIG_SPACE, BIG_BEST, seed=1)
 BIG_EVALUATOR = TabularEvaluator(BIG_SPACE, BIG_REWARD)
 
-NUM_UPDATES = 150
+NUM_UPDATES = 200
 NUM_SEEDS = 4
 
 
@@ -81,9 +90,17 @@ def _tree_max_abs_diff(a, b):
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+def _as_numpy(x):
+  x = jnp.asarray(x)
+  if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  return np.asarray(x)
+
+
 def _tree_equal(a, b):
-  return all(np.array_equal(np.asarray(x), np.asarray(y))
-             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  return len(la) == len(lb) and all(
+      np.array_equal(_as_numpy(x), _as_numpy(y)) for x, y in zip(la, lb))
 
 
 def _make_trainer(algo):
@@ -103,7 +120,7 @@ def _make_trainer(algo):
     return (jnp.exp(CTRL.log_prob(state0.params, best)),
             jnp.exp(CTRL.log_prob(state.params, best)), state.params)
 
-  return jax.jit(jax.vmap(train))
+  return _jit(jax.vmap(train))
 
 
 RF_TRAIN = _make_trainer(algorithms.reinforce(
@@ -147,8 +164,8 @@ def test_evolution_finds_the_best_and_beats_random_search():
   rnd = algorithms.random_search(BIG_SPACE)
   rnd_search = make_search(rnd, BIG_EVALUATOR, BIG_SPACE.num_decisions,
                            max_evals=max_evals)
-  rea_res = jax.jit(jax.vmap(rea_search))(keys)
-  rnd_res = jax.jit(jax.vmap(rnd_search))(keys)
+  rea_res = _jit(jax.vmap(rea_search))(keys)
+  rnd_res = _jit(jax.vmap(rnd_search))(keys)
   assert (np.asarray(rea_res.num_evals) == max_evals).all()
   rea_found = int(np.sum(np.asarray(rea_res.best_reward) == 1.0))
   rnd_found = int(np.sum(np.asarray(rnd_res.best_reward) == 1.0))
@@ -173,7 +190,7 @@ def test_mutate_changes_exactly_one_mutable_decision():
   parents = jax.vmap(space.sample_uniform)(
       jax.random.split(jax.random.key(0), num_parents))
   keys = jax.random.split(jax.random.key(1), num_keys)
-  mutate = jax.jit(jax.vmap(jax.vmap(
+  mutate = _jit(jax.vmap(jax.vmap(
       lambda p, k: evolution.mutate(space, p, k), (None, 0)), (0, None)))
   children = np.asarray(mutate(parents, keys))        # [parents, keys, T]
   parents = np.asarray(parents)
@@ -206,7 +223,7 @@ def test_aging_keeps_exactly_the_last_children(population_size, batch_size):
   algo = algorithms.regularized_evolution(
       SPACE, population_size=population_size, sample_size=2,
       batch_size=batch_size)
-  feedback = jax.jit(algo.feedback)
+  feedback = _jit(algo.feedback)
   state = algo.init(jax.random.key(0))
   assert int(state.size) == 0
   num_children = 2 * population_size + batch_size
@@ -239,7 +256,7 @@ def _tournament_children(sample_size: int) -> np.ndarray:
                                    jnp.asarray(4, jnp.int32),
                                    jnp.asarray(0, jnp.int32))
   keys = jax.random.split(jax.random.key(3), 300)
-  _, children = jax.jit(jax.vmap(algo.propose, (None, 0)))(state, keys)
+  _, children = _jit(jax.vmap(algo.propose, (None, 0)))(state, keys)
   children = np.asarray(children)[:, 0]                # [keys, T]
   return (children[:, None, :] != pop[None]).sum(-1)  # distance to members
 
@@ -258,18 +275,6 @@ def test_small_tournaments_pick_other_parents_too():
   assert set(np.argmin(dist, -1).tolist()) == {0, 1, 2, 3}
 
 
-def test_evolution_samples_uniformly_until_the_population_is_full():
-  algo = algorithms.regularized_evolution(SPACE, population_size=10,
-                                          sample_size=3, batch_size=4)
-  state = algo.init(jax.random.key(0))
-  keys = jax.random.split(jax.random.key(1), 400)
-  _, archs = jax.jit(jax.vmap(algo.propose, (None, 0)))(state, keys)
-  archs = np.asarray(archs).reshape(-1, 3)
-  counts = np.bincount(np.asarray(SPACE.index(jnp.asarray(archs))),
-                       minlength=64)
-  assert (counts > 0).all()  # 1600 draws over 64 codes: all seen
-
-
 # -- random search ------------------------------------------------------------
 
 
@@ -277,14 +282,14 @@ def test_random_search_proposals_and_feedback():
   space = registry.get("nasbench201")
   algo = algorithms.random_search(space, batch_size=5)
   state = algo.init(jax.random.key(0))
-  propose = jax.jit(algo.propose)
+  propose = _jit(algo.propose)
   state1, archs = propose(state, jax.random.key(1))
   assert archs.shape == (5, space.num_decisions)
   assert archs.dtype == jnp.int32
   assert bool(space.is_valid(archs).all())
   assert int(state1.num_proposed) == 5
   rewards = jnp.arange(5, dtype=jnp.float32)
-  state2 = jax.jit(algo.feedback)(state1, archs, rewards)
+  state2 = _jit(algo.feedback)(state1, archs, rewards)
   assert _tree_equal(state2, state1)
   _, archs_again = propose(state1, jax.random.key(1))
   np.testing.assert_array_equal(archs_again, archs)
@@ -301,13 +306,13 @@ REWARDS1 = jnp.array([0.2, 0.5, 0.1, 0.9], jnp.float32)
 ARCHS2 = jnp.array([[0, 1, 2], [3, 2, 1], [1, 1, 1], [2, 0, 3]], jnp.int32)
 REWARDS2 = jnp.array([0.3, 0.3, 0.8, 0.0], jnp.float32)
 
-PARAMS0 = jax.jit(CTRL.init)(jax.random.key(11))
-GRAD_LOG_PROB = jax.jit(jax.grad(CTRL.log_prob))
-LOG_PROB = jax.jit(jax.vmap(CTRL.log_prob, (None, 0)))
+PARAMS0 = _jit(CTRL.init)(jax.random.key(11))
+GRAD_LOG_PROB = _jit(jax.grad(CTRL.log_prob))
+LOG_PROB = _jit(jax.vmap(CTRL.log_prob, (None, 0)))
 
 RF_SGD = algorithms.reinforce(CTRL, batch_size=M, baseline_decay=0.9,
                               optimizer=optax.sgd(LR))
-RF_SGD_FEEDBACK = jax.jit(RF_SGD.feedback)
+RF_SGD_FEEDBACK = _jit(RF_SGD.feedback)
 
 
 def _sgd_reinforce_step(params, archs, rewards, baseline):
@@ -364,12 +369,12 @@ PPO_ONE_EPOCH = algorithms.ppo(CTRL, batch_size=M, minibatch_size=M,
 PPO_TINY_CLIP = algorithms.ppo(CTRL, batch_size=M, minibatch_size=M,
                                num_epochs=3, clip_epsilon=1e-6,
                                baseline_decay=0.9, optimizer=optax.sgd(LR))
+PPO_ONE_EPOCH_FEEDBACK = _jit(PPO_ONE_EPOCH.feedback)
 
 
 @pytest.fixture(scope="module")
 def ppo_one_epoch_state():
-  return jax.jit(PPO_ONE_EPOCH.feedback)(_ppo_state(PARAMS0), ARCHS1,
-                                         REWARDS1)
+  return PPO_ONE_EPOCH_FEEDBACK(_ppo_state(PARAMS0), ARCHS1, REWARDS1)
 
 
 def test_ppo_first_step_is_the_reinforce_step(ppo_one_epoch_state):
@@ -394,7 +399,7 @@ def test_ppo_tiny_clip_stops_after_the_first_step(ppo_one_epoch_state):
   adv = np.asarray(REWARDS1 - jnp.mean(REWARDS1))
   log_ratio = np.asarray(LOG_PROB(p1, ARCHS1) - LOG_PROB(PARAMS0, ARCHS1))
   assert (np.sign(adv) * log_ratio > 1e-3).all(), (adv, log_ratio)
-  state3 = jax.jit(PPO_TINY_CLIP.feedback)(_ppo_state(PARAMS0), ARCHS1,
+  state3 = _jit(PPO_TINY_CLIP.feedback)(_ppo_state(PARAMS0), ARCHS1,
                                            REWARDS1)
   assert _tree_max_abs_diff(state3.params, PARAMS0) > 1e-3
   assert _tree_max_abs_diff(state3.params, p1) < 1e-5
@@ -441,7 +446,7 @@ def test_same_key_same_proposals():
       RF_SGD,
   ]
   for algo in algos:
-    propose = jax.jit(algo.propose)
+    propose = _jit(algo.propose)
     state = (_rf_state(PARAMS0) if algo is RF_SGD
              else algo.init(jax.random.key(0)))
     _, a = propose(state, jax.random.key(9))
@@ -453,7 +458,7 @@ def test_same_key_same_proposals():
 
 
 def test_same_key_same_updated_params(rf_trained, ppo_trained):
-  # Whole training runs (propose + feedback, 150 updates) repeat bit for bit.
+  # Whole training runs (propose + feedback, 200 updates) repeat bit for bit.
   for trained, train in ((rf_trained, RF_TRAIN), (ppo_trained, PPO_TRAIN)):
     again = train(TRAIN_KEYS)
     assert _tree_equal(again, trained)
@@ -462,7 +467,7 @@ def test_same_key_same_updated_params(rf_trained, ppo_trained):
     assert not np.array_equal(np.asarray(params["go"][0]),
                               np.asarray(params["go"][1]))
   # PPO's minibatch shuffling is driven by the state's key.
-  fb = jax.jit(PPO_ONE_EPOCH.feedback)
+  fb = PPO_ONE_EPOCH_FEEDBACK
   s1 = fb(_ppo_state(PARAMS0), ARCHS1, REWARDS1)
   s2 = fb(_ppo_state(PARAMS0), ARCHS1, REWARDS1)
   assert _tree_equal(s1, s2)

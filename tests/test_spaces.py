@@ -35,6 +35,10 @@ CASES = [
      (2 * 2 * 13 * 13 * 2 * 3 * 3 * 13 * 13 * 2)**2),
     # 6 layers * 4 hyperparameters + 15 skip bits.
     ("nasrl", {}, 39, (4 * 4 * 4 * 3)**6 * 2**15),
+    # Seed 003: two consecutive ops of 8; three nodes picking input and op.
+    ("seed003_small", {}, 2, 8 * 8),
+    ("seed003_large", {}, 6, (1 * 8) * (2 * 8) * (3 * 8)),
+    ("seed003_large", {"num_nodes": 2}, 4, (1 * 8) * (2 * 8)),
     ("nasrl", {"search_strides": False}, 33, (4 * 4 * 4)**6 * 2**15),
     ("nasrl", {"num_layers": 2, "search_strides": False}, 7, 64 * 64 * 2),
     ("nasrl", {"num_layers": 3, "skip_connections": False}, 12, 192**3),
@@ -66,7 +70,8 @@ def _first(space: base.SearchSpace, kind: int) -> int | None:
 
 def test_registry_names_cover_every_family():
   assert set(registry.names()) == {"nasbench201", "enas_micro", "enas_macro",
-                                   "enas_rnn", "nasnet", "nasrl"}
+                                   "enas_rnn", "nasnet", "nasrl",
+                                   "seed003_small", "seed003_large"}
   assert {c[0] for c in CASES} == set(registry.names())
 
 

@@ -19,6 +19,7 @@ def get_config(variant: str = "reinforce") -> ml_collections.ConfigDict:
   if variant not in VARIANTS:
     raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
   c = ml_collections.ConfigDict()
+  c.run = "tabular"
   c.algorithm = variant
   c.seed = 0
   c.num_seeds = 1  # >1 runs seeds together under vmap

@@ -46,6 +46,7 @@ def ppo(controller: lstm_policy.Controller, *, batch_size: int = 8,
         f"batch_size ({batch_size})")
   if not 0.0 <= baseline_decay < 1.0:
     raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
+  base.check_positive("entropy_weight", entropy_weight, allow_zero=True)
   num_minibatches = batch_size // minibatch_size
   opt = optimizer or base.controller_optimizer(learning_rate, max_grad_norm)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from nas_jax.spaces import base, enas, nasbench201, nasnet, nasrl
+from nas_jax.spaces import base, enas, nasbench201, nasnet, nasrl, seed003
 
 _FACTORIES: dict[str, Callable[..., base.SearchSpace]] = {
     "nasbench201": nasbench201.space,
@@ -17,6 +17,8 @@ _FACTORIES: dict[str, Callable[..., base.SearchSpace]] = {
     "enas_rnn": enas.rnn_space,
     "nasnet": nasnet.space,
     "nasrl": nasrl.space,
+    "seed003_small": seed003.small_space,
+    "seed003_large": seed003.large_space,
 }
 
 

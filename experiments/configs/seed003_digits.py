@@ -1,0 +1,41 @@
+r"""The seed-003 study (Arora & Krone, "Learning to Design CNNs with RL") on
+the embedded scikit-learn digits: PPO over the small space (a cell of two
+consecutive ops, 8 x 8 = 64 children), each child trained from scratch.
+
+  python experiments/main.py \
+    --config=experiments/configs/seed003_digits.py:ppo --workdir=runs/digits
+
+Variants: ``ppo`` (default), ``reinforce``, ``random``, ``evolution``;
+``large`` runs PPO on the large space (branching cells, 3,072 children).
+Needs no download: the 1,797 8x8 digits ship inside scikit-learn.
+"""
+
+import ml_collections
+
+VARIANTS = ("ppo", "reinforce", "random", "evolution", "large")
+
+
+def get_config(variant: str = "ppo") -> ml_collections.ConfigDict:
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
+  c = ml_collections.ConfigDict()
+  c.run = "train"
+  c.seed = 0
+  c.space = "seed003_large" if variant == "large" else "seed003_small"
+  c.space_kwargs = {}
+  c.algorithm = "ppo" if variant == "large" else variant
+  c.num_rounds = 6
+  c.data = dict(name="digits", data_dir="", num_val=300, max_train=0,
+                split_seed=0, augment="")
+  c.network = dict(num_cells=2, channels=16)
+  c.child = dict(epochs=4, batch_size=32, learning_rate=0.05,
+                 optimizer="sgd", weight_decay=1e-4)
+  c.controller = dict(hidden_size=32, num_layers=1, temperature=1.0,
+                      tanh_constant=None)
+  # The seed's loop: sample m children, train them, K epochs of PPO on them.
+  c.ppo = dict(batch_size=4, minibatch_size=2, num_epochs=4,
+               learning_rate=0.01, baseline_decay=0.9, clip_epsilon=0.2)
+  c.reinforce = dict(batch_size=4, learning_rate=0.01, baseline_decay=0.9)
+  c.evolution = dict(population_size=8, sample_size=3, batch_size=4)
+  c.random = dict(batch_size=4)
+  return c
