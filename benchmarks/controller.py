@@ -120,6 +120,13 @@ def _cpu_name() -> str:
   return platform.processor() or platform.machine()
 
 
+def _load_average() -> float | None:
+  try:
+    return round(os.getloadavg()[0], 2)
+  except (AttributeError, OSError):
+    return None
+
+
 def machine_info() -> dict:
   return {
       "date": datetime.datetime.now(datetime.timezone.utc).strftime(
@@ -130,6 +137,7 @@ def machine_info() -> dict:
       "python": platform.python_version(),
       "jax": jax.__version__,
       "devices": [str(d) for d in jax.devices()],
+      "load_average_1m": _load_average(),
   }
 
 
@@ -167,6 +175,8 @@ def main(argv=None) -> int:
   print(f"machine: {info['cpu']} ({info['cpu_count']} CPUs), "
         f"{info['platform']}")
   print(f"jax:     {info['jax']}, devices {', '.join(info['devices'])}")
+  print(f"load:    {info['load_average_1m']} (1-minute load average at start;"
+        " timings are wall-clock)")
   space = enas_rnn_space()
   controller = make_controller(space)
   params = controller.init(jax.random.key(0))

@@ -71,7 +71,7 @@ REA_TOURNAMENT_SIZE = 3
 REINFORCE_LEARNING_RATE = 0.01
 REINFORCE_HIDDEN_SIZE = 32
 REINFORCE_BATCH_SIZE = 1          # architectures per update (the paper's m)
-REINFORCE_ENTROPY_WEIGHT = 0.0
+REINFORCE_ENTROPY_WEIGHT = 1e-3
 REINFORCE_BASELINE_DECAY = 0.9
 
 PPO_LEARNING_RATE = 0.01
@@ -194,6 +194,13 @@ def _cpu_name() -> str:
   return name or platform.machine()
 
 
+def _load_average() -> float | None:
+  try:
+    return round(os.getloadavg()[0], 2)
+  except (AttributeError, OSError):
+    return None
+
+
 def machine_info() -> dict:
   return {
       "date": datetime.datetime.now(datetime.timezone.utc).strftime(
@@ -204,6 +211,7 @@ def machine_info() -> dict:
       "python": platform.python_version(),
       "jax": jax.__version__,
       "devices": [str(d) for d in jax.devices()],
+      "load_average_1m": _load_average(),
   }
 
 
@@ -212,6 +220,8 @@ def print_header(info: dict):
   print(f"machine: {info['cpu']} ({info['cpu_count']} CPUs), "
         f"{info['platform']}")
   print(f"jax:     {info['jax']}, devices {', '.join(info['devices'])}")
+  print(f"load:    {info['load_average_1m']} (1-minute load average at start;"
+        " timings are wall-clock)")
 
 
 def hyperparameters() -> dict:
@@ -244,7 +254,7 @@ def format_table(rows: list[dict], best_in_table: float) -> str:
         f"{pub[0]:.2f} ± {pub[1]:.2f}" if pub else "none published",
         f"{r['mean_evals']:.1f}",
         f"{r['first_call_s']:.2f}",
-        (f"{r['steady_state_s']:.2f}" if r["steady_state_s"] is not None
+        (f"{r['steady_state_s']:.3f}" if r["steady_state_s"] is not None
          else "-"),
     ))
   lines.append(("best in space", f"{best_in_table:.2f}",
@@ -309,6 +319,7 @@ def table_path(args) -> pathlib.Path:
 
 def main(argv=None) -> int:
   logging.basicConfig(level=logging.INFO, format="%(message)s")
+  logging.getLogger("jax").setLevel(logging.WARNING)  # backend probing noise
   args = parse_args(argv)
   path = table_path(args)
   try:

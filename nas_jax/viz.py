@@ -168,6 +168,11 @@ def _depths(g: Graph) -> list[int]:
   return depth
 
 
+def _half_width(label: str) -> float:
+  """Points from a node's centre to its box edge, roughly, at fontsize 9."""
+  return max(16.0, 2.9 * len(label))
+
+
 def render(gs: list[Graph], path: str | pathlib.Path) -> pathlib.Path:
   """Draws the graphs side by side with matplotlib (PNG, SVG or PDF)."""
   import matplotlib
@@ -199,7 +204,8 @@ def render(gs: list[Graph], path: str | pathlib.Path) -> pathlib.Path:
           rad = 0.3
         ax.annotate("", xy=(x1, y1), xytext=(x0, y0), zorder=4,
                     arrowprops=dict(arrowstyle="-|>", color="0.35",
-                                    shrinkA=22, shrinkB=22,
+                                    shrinkA=_half_width(g.nodes[s]),
+                                    shrinkB=_half_width(g.nodes[d]),
                                     connectionstyle=f"arc3,rad={rad}"))
         label = g.edges[e][2]
         if label:
