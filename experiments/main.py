@@ -15,6 +15,8 @@ from ml_collections import config_flags
 
 from nas_jax.spaces.base import InvalidArchitectureError
 from nas_jax.train import child_search_run, tabular_run
+from nas_jax.checkpoint import CheckpointError
+from nas_jax.train.workdir import WorkdirBusyError, WorkdirLock
 
 RUNS = {"tabular": tabular_run.run, "train": child_search_run.run}
 
@@ -34,8 +36,10 @@ def main(argv):
     raise app.UsageError(f"config.run must be one of {sorted(RUNS)}, got "
                          f"{kind!r}")
   try:
-    RUNS[kind](config, _WORKDIR.value)
-  except (FileNotFoundError, ValueError, InvalidArchitectureError) as e:
+    with WorkdirLock(_WORKDIR.value):
+      RUNS[kind](config, _WORKDIR.value)
+  except (FileNotFoundError, ValueError, InvalidArchitectureError,
+          CheckpointError, WorkdirBusyError) as e:
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -8,14 +8,14 @@ same batches as the original run did.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Iterator
 
-import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
-DATA_AXIS = "data"
+# Placement on a mesh lives in nas_jax.parallel.mesh; re-exported here for the
+# callers that batch and place in one place.
+from nas_jax.parallel.mesh import (  # pylint: disable=unused-import
+    DATA_AXIS, data_mesh, shard_batch)
 
 
 def num_batches(num_examples: int, batch_size: int, *,
@@ -66,42 +66,6 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
     if not shuffle:
       idx = slice(idx[0], idx[-1] + 1)  # A view, no gather copy.
     yield images[idx], np.asarray(labels[idx], np.int32)
-
-
-def data_mesh() -> Mesh:
-  """A 1-D mesh over all devices with the axis named ``DATA_AXIS``."""
-  return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
-
-
-def shard_batch(batch: Any, mesh: Mesh | None = None) -> Any:
-  """Places every array of ``batch`` (any pytree) on ``mesh``, split along
-  its leading (batch) axis over the mesh's ``'data'`` axis.
-
-  Args:
-    batch: pytree of arrays with a common leading batch dimension.
-    mesh: a mesh with a ``'data'`` axis; default ``data_mesh()``.
-
-  Returns:
-    The same pytree of ``jax.Array``s, sharded ``NamedSharding(mesh,
-    P('data'))``.
-  """
-  mesh = data_mesh() if mesh is None else mesh
-  if DATA_AXIS not in mesh.shape:
-    raise ValueError(f"mesh has axes {tuple(mesh.shape)}; shard_batch needs "
-                     f"one named {DATA_AXIS!r} to split the batch over")
-  devices = mesh.shape[DATA_AXIS]
-  sharding = NamedSharding(mesh, P(DATA_AXIS))
-
-  def put(x):
-    x = np.asarray(x) if not isinstance(x, jax.Array) else x
-    if x.ndim == 0 or x.shape[0] % devices:
-      raise ValueError(
-          f"batch dimension {x.shape[:1]} is not divisible by the {devices} "
-          f"devices on the mesh's {DATA_AXIS!r} axis; use a batch size that "
-          f"is a multiple of {devices} (or drop_remainder=True in batches).")
-    return jax.device_put(x, sharding)
-
-  return jax.tree.map(put, batch)
 
 
 def _check_batch_size(batch_size: int) -> None:

@@ -22,6 +22,7 @@ from absl import logging
 
 from nas_jax.data import pipeline
 from nas_jax.evaluators.tabular import Evaluation
+from nas_jax.parallel import mesh as mesh_lib
 from nas_jax.spaces import base
 
 
@@ -68,6 +69,10 @@ class ChildTrainer:
     augment: optional jittable ``(key, float_images) -> float_images``.
     seed: children are initialised from ``fold_in(seed, crc32(arch text))``,
       so a child's reward does not depend on when it was proposed.
+    mesh: optional ``jax.sharding.Mesh`` with a ``"data"`` axis (see
+      ``nas_jax.parallel.mesh``): batches are split over it and the state is
+      replicated, so the same jitted step runs data-parallel under GSPMD.
+      BatchNorm statistics are then over the global batch, as on one device.
   """
 
   def __init__(self, space: base.SearchSpace, network: nn.Module, dataset, *,
@@ -75,14 +80,22 @@ class ChildTrainer:
                learning_rate: float = 0.05, optimizer: str = "sgd",
                momentum: float = 0.9, weight_decay: float = 5e-4,
                augment: Callable | None = None, seed: int = 0,
-               eval_batch_size: int = 500):
+               eval_batch_size: int = 500,
+               mesh: jax.sharding.Mesh | None = None):
     if epochs < 1:
       raise ValueError(f"epochs must be >= 1, got {epochs}")
     n = len(dataset.train_labels)
     if not 0 < batch_size <= n:
       raise ValueError(f"batch_size must be in 1..{n} (the training set "
                        f"size), got {batch_size}")
+    if mesh is not None and batch_size % mesh_lib.data_size(mesh):
+      raise ValueError(
+          f"batch_size {batch_size} is not divisible by the "
+          f"{mesh_lib.data_size(mesh)} devices on the mesh's "
+          f"{mesh_lib.DATA_AXIS!r} axis; data-parallel training needs equal "
+          f"shards")
     self.space, self.network, self.dataset = space, network, dataset
+    self.mesh = mesh
     self.epochs, self.batch_size, self.seed = epochs, batch_size, seed
     self.eval_batch_size = eval_batch_size
     self.steps_per_epoch = n // batch_size
@@ -91,9 +104,14 @@ class ChildTrainer:
                              weight_decay)
     self.augment = augment
     self.num_traces = 0  # how often the train step was traced (compiled)
-    self._train_step = jax.jit(self._train_step_impl, donate_argnums=0)
+    # On a mesh, pin the state (and the loss) replicated, so every step sees
+    # the same input shardings and compiles once.
+    placed = ({} if mesh is None else
+              {"out_shardings": mesh_lib.replicated(mesh)})
+    self._train_step = jax.jit(self._train_step_impl, donate_argnums=0,
+                               **placed)
     self._eval_step = jax.jit(self._eval_step_impl)
-    self._init = jax.jit(self._init_impl)
+    self._init = jax.jit(self._init_impl, **placed)
 
   def _init_impl(self, key, arch):
     shape = (1, *self.dataset.train_images.shape[1:])
@@ -146,20 +164,40 @@ class ChildTrainer:
           ds.train_images, ds.train_labels, self.batch_size,
           seed=self.seed, epoch=epoch)):
         step_key = jax.random.fold_in(k_aug, epoch * self.steps_per_epoch + i)
-        state, loss = self._train_step(state, arch_j, ds.normalize(x),
-                                       jnp.asarray(y), step_key)
+        x, y = self._place(ds.normalize(x), y)
+        state, loss = self._train_step(state, arch_j, x, y, step_key)
         losses.append(loss)
     correct = 0
     for x, y in pipeline.batches(ds.val_images, ds.val_labels,
                                  self.eval_batch_size, seed=0, epoch=0,
                                  shuffle=False, drop_remainder=False):
+      x, y = self._place(ds.normalize(x), y, pad=True)
       correct += int(self._eval_step(state.params, state.batch_stats, arch_j,
-                                     ds.normalize(x), jnp.asarray(y)))
+                                     x, y))
     acc = correct / len(ds.val_labels)
     train_loss = float(jnp.mean(jnp.stack(losses)))
     num_params = sum(int(np.prod(p.shape))
                      for p in jax.tree.leaves(state.params))
     return ChildResult(acc, train_loss, time.perf_counter() - t0, num_params)
+
+  def _place(self, images: np.ndarray, labels: np.ndarray, pad: bool = False
+             ) -> tuple[jax.Array, jax.Array]:
+    """Puts a host batch on the device(s): split over the mesh's data axis
+    when there is one, else on the default device.
+
+    With ``pad``, a batch that does not split evenly is padded with label -1
+    (never an argmax, so padded rows count as wrong and add nothing to the
+    eval step's sum of correct predictions).
+    """
+    labels = np.asarray(labels, np.int32)
+    if self.mesh is None:
+      return jnp.asarray(images), jnp.asarray(labels)
+    extra = -len(labels) % mesh_lib.data_size(self.mesh)
+    if pad and extra:
+      images = np.concatenate(
+          [images, np.zeros((extra, *images.shape[1:]), images.dtype)])
+      labels = np.concatenate([labels, np.full((extra,), -1, np.int32)])
+    return mesh_lib.shard_batch((images, labels), self.mesh)
 
 
 class TrainFromScratchEvaluator:
@@ -173,6 +211,14 @@ class TrainFromScratchEvaluator:
     self.trainer = trainer
     self.space = trainer.space
     self.cache: dict[str, ChildResult] = {}
+
+  def state_dict(self) -> dict:
+    """The reward cache as JSON-able data, for checkpoints."""
+    return {text: list(r) for text, r in self.cache.items()}
+
+  def load_state_dict(self, d: dict) -> None:
+    self.cache = {text: ChildResult(float(v[0]), float(v[1]), float(v[2]),
+                                    int(v[3])) for text, v in d.items()}
 
   def __call__(self, archs) -> Evaluation:
     rewards, costs = [], []

@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from nas_jax import checkpoint as checkpoint_lib
 from nas_jax import viz
 from nas_jax.children import cell_net
 from nas_jax.data import augment as augment_lib
@@ -26,6 +27,7 @@ from nas_jax.data import datasets
 from nas_jax.evaluators import train_from_scratch
 from nas_jax.spaces import registry
 from nas_jax.train import host_search
+from nas_jax.train import preemption
 from nas_jax.train import tabular_run
 
 
@@ -65,24 +67,41 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                dataset.train_images.shape[1:], algo.name, config.num_rounds,
                algo.batch_size, trainer.epochs)
 
-  history = open(workdir / "history.jsonl", "w")
+  history_path = workdir / "history.jsonl"
+  history = None
 
-  def on_record(rec: host_search.Record):
-    cached = rec.cost == 0.0
+  def write(rec: host_search.Record):
     history.write(json.dumps({
         "step": rec.step, "round": rec.round,
         "arch": space.to_text(rec.arch), "reward": rec.reward,
-        "seconds": rec.cost, "cached": cached}) + "\n")
+        "seconds": rec.cost, "cached": rec.cost == 0.0}) + "\n")
     history.flush()
 
+  def on_resume(records):
+    # Lines written after the checkpoint a killed run resumes from would
+    # otherwise be duplicated: rewrite the history from the checkpoint.
+    nonlocal history
+    history = open(history_path, "w")
+    for rec in records:
+      write(rec)
+
+  ckpt = checkpoint_lib.Checkpointer(workdir,
+                                     max_to_keep=config.get("keep", 3))
   t0 = time.perf_counter()
   try:
-    result = host_search.run(algo, evaluator, jax.random.key(config.seed),
-                             num_rounds=config.num_rounds,
-                             on_record=on_record)
+    with preemption.PreemptionGuard() as guard:
+      result = host_search.run(
+          algo, evaluator, jax.random.key(config.seed),
+          num_rounds=config.num_rounds, on_record=write, on_resume=on_resume,
+          checkpointer=ckpt,
+          checkpoint_every=config.get("checkpoint_every", 1), guard=guard)
   finally:
-    history.close()
+    if history is not None:
+      history.close()
+    ckpt.close()
   wall = time.perf_counter() - t0
+  if result.status == "preempted":
+    return {"status": "preempted", "children": len(result.records)}
 
   best = result.best
   best_info = {"text": space.to_text(best.arch),
@@ -96,7 +115,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                    workdir / "search_curve.png",
                    title=f"{algo.name} on {space.name} ({dataset.name})",
                    ylabel="validation accuracy")
-  summary = {"algorithm": algo.name, "space": space.name,
+  summary = {"status": "done", "algorithm": algo.name, "space": space.name,
              "dataset": dataset.name, "wall_seconds": wall,
              "children_evaluated": len(result.records),
              "distinct_children_trained": len(evaluator.cache),

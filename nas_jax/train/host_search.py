@@ -29,8 +29,18 @@ class Record(NamedTuple):
 
 class HostSearchResult(NamedTuple):
   records: list[Record]
-  best: Record
+  best: Record | None
   state: Any
+  status: str            # "done" or "preempted"
+
+
+def _record_to_json(r: Record) -> list:
+  return [r.step, r.round, [int(v) for v in r.arch], r.reward, r.cost]
+
+
+def _record_from_json(x) -> Record:
+  return Record(int(x[0]), int(x[1]), np.asarray(x[2], np.int32),
+                float(x[3]), float(x[4]))
 
 
 def _fmt_seconds(s: float) -> str:
@@ -42,17 +52,53 @@ def _fmt_seconds(s: float) -> str:
 def run(algorithm: algo_base.Algorithm,
         evaluate: Callable[[np.ndarray], Evaluation], key: jax.Array, *,
         num_rounds: int, on_record: Callable[[Record], None] | None = None,
+        on_resume: Callable[[list[Record]], None] | None = None,
+        on_round: Callable[[int, Any, Evaluation], None] | None = None,
+        checkpointer=None, checkpoint_every: int = 1, guard=None,
         log_every: int = 1) -> HostSearchResult:
-  """Runs ``num_rounds`` rounds of ``algorithm.batch_size`` children each."""
+  """Runs ``num_rounds`` rounds of ``algorithm.batch_size`` children each.
+
+  With a ``checkpointer`` (``nas_jax.checkpoint.Checkpointer``) the
+  algorithm state, the records and the evaluator's state (its reward cache,
+  if it has ``state_dict`` / ``load_state_dict``) are saved every
+  ``checkpoint_every`` rounds, and a run that finds a checkpoint resumes
+  after its round: round ``r`` always uses ``fold_in(key, r)``, so the
+  resumed run proposes the same children as an uninterrupted one.
+  ``on_resume(records)`` lets the caller rewrite its history files. With a
+  ``guard`` (``PreemptionGuard``), a requested stop checkpoints and returns
+  with status ``"preempted"``.
+  """
   algo_base.check_positive("num_rounds", num_rounds)
+  algo_base.check_positive("checkpoint_every", checkpoint_every)
   k_init, k_loop = jax.random.split(key)
   propose = jax.jit(algorithm.propose)
   feedback = jax.jit(algorithm.feedback)
   state = jax.jit(algorithm.init)(k_init)
   records: list[Record] = []
-  best: Record | None = None
+  start = 0
+  if checkpointer is not None:
+    restored = checkpointer.restore(state)
+    if restored is not None:
+      _, state, meta = restored
+      records = [_record_from_json(x) for x in meta["records"]]
+      start = int(meta["round"]) + 1
+      if "evaluator" in meta and hasattr(evaluate, "load_state_dict"):
+        evaluate.load_state_dict(meta["evaluator"])
+      logging.info("resumed after round %d/%d with %d children", start,
+                   num_rounds, len(records))
+  if on_resume is not None:
+    on_resume(records)
+  best = max(records, key=lambda r: r.reward, default=None)
+
+  def save(r):
+    meta = {"round": r, "records": [_record_to_json(x) for x in records]}
+    if hasattr(evaluate, "state_dict"):
+      meta["evaluator"] = evaluate.state_dict()
+    checkpointer.save(r, state, meta)
+
   t0 = time.perf_counter()
-  for r in range(num_rounds):
+  status = "done"
+  for r in range(start, num_rounds):
     state, archs = propose(state, jax.random.fold_in(k_loop, r))
     archs_np = np.asarray(archs)
     ev = evaluate(archs_np)
@@ -65,11 +111,23 @@ def run(algorithm: algo_base.Algorithm,
         best = rec
       if on_record is not None:
         on_record(rec)
-    if (r + 1) % log_every == 0 or r + 1 == num_rounds:
+    if on_round is not None:
+      on_round(r, state, ev)
+    stop = guard is not None and guard.requested and r + 1 < num_rounds
+    if checkpointer is not None and (
+        (r + 1) % checkpoint_every == 0 or r + 1 == num_rounds or stop):
+      save(r)
+    done = r + 1 - start
+    if done % log_every == 0 or r + 1 == num_rounds:
       elapsed = time.perf_counter() - t0
-      eta = elapsed / (r + 1) * (num_rounds - r - 1)
+      eta = elapsed / done * (num_rounds - r - 1)
       logging.info("round %d/%d | %d children | last mean reward %.4f | "
                    "best %.4f | %.1fs/round | ETA %s", r + 1, num_rounds,
                    len(records), float(np.mean(ev.reward)), best.reward,
-                   elapsed / (r + 1), _fmt_seconds(eta))
-  return HostSearchResult(records, best, state)
+                   elapsed / done, _fmt_seconds(eta))
+    if stop:
+      status = "preempted"
+      logging.warning("stopped after round %d (%s); checkpoint saved, run "
+                      "the same command to resume", r + 1, guard.signal_name)
+      break
+  return HostSearchResult(records, best, state, status)

@@ -34,65 +34,94 @@ class SearchResult(NamedTuple):
   state: Any            # the algorithm's final state
 
 
-def make_search(algorithm: algo_base.Algorithm,
-                evaluate: Callable[[jax.Array], Evaluation],
-                num_decisions: int, *, max_evals: int,
-                time_budget: float | None = None
-                ) -> Callable[[jax.Array], SearchResult]:
+class SearchCarry(NamedTuple):
+  """Everything a search needs to continue: checkpoint this to resume."""
+
+  state: Any
+  archs: jax.Array
+  rewards: jax.Array
+  costs: jax.Array
+  num_evals: jax.Array
+  time_used: jax.Array
+  done: jax.Array
+  round: jax.Array
+  key: jax.Array        # the loop key; round r uses fold_in(key, r)
+
+
+class SearchFns(NamedTuple):
+  """``init(key) -> carry``; ``advance(carry, stop_round) -> carry`` runs
+  rounds until the search is done or ``carry.round == stop_round``;
+  ``finish(carry) -> SearchResult``. Chunked advancing gives exactly the
+  rounds of one uninterrupted call, so a host loop can checkpoint between
+  chunks."""
+
+  init: Callable[[jax.Array], SearchCarry]
+  advance: Callable[[SearchCarry, jax.Array], SearchCarry]
+  finish: Callable[[SearchCarry], SearchResult]
+
+
+def make_search_fns(algorithm: algo_base.Algorithm,
+                    evaluate: Callable[[jax.Array], Evaluation],
+                    num_decisions: int, *, max_evals: int,
+                    time_budget: float | None = None) -> SearchFns:
   algo_base.check_positive("max_evals", max_evals)
   if time_budget is not None:
     algo_base.check_positive("time_budget", time_budget)
   m = algorithm.batch_size
   budget = math.inf if time_budget is None else float(time_budget)
 
-  class Carry(NamedTuple):
-    state: Any
-    archs: jax.Array
-    rewards: jax.Array
-    costs: jax.Array
-    num_evals: jax.Array
-    time_used: jax.Array
-    done: jax.Array
-    round: jax.Array
+  def body(c: SearchCarry) -> SearchCarry:
+    state, archs = algorithm.propose(c.state, jax.random.fold_in(c.key,
+                                                                 c.round))
+    ev = evaluate(archs)
+    spent = c.time_used + jnp.cumsum(ev.cost)
+    slot = c.num_evals + jnp.arange(m)
+    # An evaluation counts if it fits the budget, the buffer, and every
+    # earlier one in this round counted too.
+    counted = jnp.cumprod((spent <= budget) & (slot < max_evals)) > 0
+    n = jnp.sum(counted)
+    drop = jnp.where(counted, slot, max_evals)  # out of range: dropped
+    state = algorithm.feedback(state, archs, ev.reward)
+    num_evals = c.num_evals + n
+    return SearchCarry(
+        state=state,
+        archs=c.archs.at[drop].set(archs.astype(jnp.int32), mode="drop"),
+        rewards=c.rewards.at[drop].set(ev.reward, mode="drop"),
+        costs=c.costs.at[drop].set(ev.cost, mode="drop"),
+        num_evals=num_evals,
+        time_used=c.time_used + jnp.sum(jnp.where(counted, ev.cost, 0.0)),
+        done=(n < m) | (num_evals >= max_evals),
+        round=c.round + 1, key=c.key)
 
-  def search(key: jax.Array) -> SearchResult:
+  def init(key: jax.Array) -> SearchCarry:
     k_init, k_loop = jax.random.split(key)
+    return SearchCarry(algorithm.init(k_init),
+                       jnp.zeros((max_evals, num_decisions), jnp.int32),
+                       jnp.full((max_evals,), -jnp.inf),
+                       jnp.zeros((max_evals,)),
+                       jnp.zeros((), jnp.int32), jnp.zeros(()),
+                       jnp.zeros((), bool), jnp.zeros((), jnp.int32), k_loop)
 
-    def cond(c: Carry):
-      return ~c.done
+  def advance(carry: SearchCarry, stop_round) -> SearchCarry:
+    return jax.lax.while_loop(lambda c: ~c.done & (c.round < stop_round),
+                              body, carry)
 
-    def body(c: Carry):
-      state, archs = algorithm.propose(c.state, jax.random.fold_in(k_loop,
-                                                                   c.round))
-      ev = evaluate(archs)
-      spent = c.time_used + jnp.cumsum(ev.cost)
-      slot = c.num_evals + jnp.arange(m)
-      # An evaluation counts if it fits the budget, the buffer, and every
-      # earlier one in this round counted too.
-      counted = jnp.cumprod((spent <= budget) & (slot < max_evals)) > 0
-      n = jnp.sum(counted)
-      drop = jnp.where(counted, slot, max_evals)  # out of range: dropped
-      state = algorithm.feedback(state, archs, ev.reward)
-      num_evals = c.num_evals + n
-      return Carry(
-          state=state,
-          archs=c.archs.at[drop].set(archs.astype(jnp.int32), mode="drop"),
-          rewards=c.rewards.at[drop].set(ev.reward, mode="drop"),
-          costs=c.costs.at[drop].set(ev.cost, mode="drop"),
-          num_evals=num_evals,
-          time_used=c.time_used + jnp.sum(jnp.where(counted, ev.cost, 0.0)),
-          done=(n < m) | (num_evals >= max_evals),
-          round=c.round + 1)
-
-    init = Carry(algorithm.init(k_init),
-                 jnp.zeros((max_evals, num_decisions), jnp.int32),
-                 jnp.full((max_evals,), -jnp.inf),
-                 jnp.zeros((max_evals,)),
-                 jnp.zeros((), jnp.int32), jnp.zeros(()),
-                 jnp.zeros((), bool), jnp.zeros((), jnp.int32))
-    c = jax.lax.while_loop(cond, body, init)
+  def finish(c: SearchCarry) -> SearchResult:
     best = jnp.argmax(c.rewards)  # unfilled slots hold -inf
     return SearchResult(c.archs, c.rewards, c.costs, c.num_evals, c.time_used,
                         c.archs[best], c.rewards[best], c.state)
 
-  return search
+  return SearchFns(init, advance, finish)
+
+
+def make_search(algorithm: algo_base.Algorithm,
+                evaluate: Callable[[jax.Array], Evaluation],
+                num_decisions: int, *, max_evals: int,
+                time_budget: float | None = None
+                ) -> Callable[[jax.Array], SearchResult]:
+  """``search(key) -> SearchResult``: the whole search in one call."""
+  fns = make_search_fns(algorithm, evaluate, num_decisions,
+                        max_evals=max_evals, time_budget=time_budget)
+  # Rounds never exceed max_evals (each round counts >= 1 evaluation or
+  # ends the search), so this bound never stops a search early.
+  return lambda key: fns.finish(fns.advance(fns.init(key), max_evals + 1))

@@ -20,10 +20,12 @@ import numpy as np
 from absl import logging
 
 from nas_jax import algorithms
+from nas_jax import checkpoint as checkpoint_lib
 from nas_jax.controllers import make_controller
 from nas_jax.data import nasbench201 as nb201_data
 from nas_jax.evaluators import tabular
 from nas_jax.spaces import base as spaces_base
+from nas_jax.train import preemption
 from nas_jax.train import search as search_lib
 
 
@@ -52,26 +54,66 @@ def build_algorithm(config: ml_collections.ConfigDict,
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs (or resumes) the search and writes its files; see module doc.
+
+  The jitted search advances ``config.rounds_per_checkpoint`` rounds per call
+  and is checkpointed in between, so a killed run resumes where it stopped
+  and reaches the same result as an uninterrupted one.
+  """
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   evaluator = build_evaluator(config)
   space = evaluator.space
   algo = build_algorithm(config, space)
-  search = search_lib.make_search(
+  fns = search_lib.make_search_fns(
       algo, evaluator, space.num_decisions, max_evals=config.max_evals,
       time_budget=config.get("time_budget") or None)
   if config.num_seeds < 1:
     raise ValueError(f"num_seeds must be >= 1, got {config.num_seeds}")
+  chunk = config.get("rounds_per_checkpoint", 0) or config.max_evals + 1
+  if chunk < 1:
+    raise ValueError(f"rounds_per_checkpoint must be >= 1, got {chunk}")
   keys = jax.random.split(jax.random.key(config.seed), config.num_seeds)
+  init = jax.jit(jax.vmap(fns.init))
+  advance = jax.jit(jax.vmap(fns.advance, (0, None)))
+  carry = init(keys)
+  ckpt = checkpoint_lib.Checkpointer(workdir,
+                                     max_to_keep=config.get("keep", 3))
+  restored = ckpt.restore(carry)
+  n_chunk = 0
+  if restored is not None:
+    n_chunk, carry, meta = restored
+    logging.info("resumed from checkpoint %d (round %d)", n_chunk,
+                 meta["round"])
   logging.info("searching %s with %s: %d seed(s), budget %s s, <= %d evals",
                space.name, algo.name, config.num_seeds,
                config.get("time_budget"), config.max_evals)
   t0 = time.perf_counter()
-  result = jax.block_until_ready(jax.jit(jax.vmap(search))(keys))
+  status = "done"
+  with preemption.PreemptionGuard() as guard:
+    while not bool(np.all(carry.done)):
+      n_chunk += 1
+      carry = advance(carry, n_chunk * chunk)
+      ckpt.save(n_chunk, carry, {"round": int(np.max(carry.round))})
+      logging.info("round %d: %d evaluations so far (mean over seeds)",
+                   int(np.max(carry.round)), int(np.mean(carry.num_evals)))
+      if guard.requested and not bool(np.all(carry.done)):
+        status = "preempted"
+        break
+  ckpt.close()
   wall = time.perf_counter() - t0
+  if status == "preempted":
+    logging.warning("stopped by %s after checkpoint %d; run the same command "
+                    "to resume", guard.signal_name, n_chunk)
+    return {"status": status, "checkpoint": n_chunk}
+  result = jax.vmap(fns.finish)(carry)
   result = jax.tree.map(np.asarray, result._replace(state=None))
+  return _write_results(config, workdir, space, evaluator, algo, result, wall)
 
+
+def _write_results(config, workdir, space, evaluator, algo, result,
+                   wall) -> dict:
   with open(workdir / "history.jsonl", "w") as f:
     for s in range(config.num_seeds):
       for i in range(int(result.num_evals[s])):
@@ -92,7 +134,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     best.append(entry)
   (workdir / "best.json").write_text(json.dumps(
       best[0] if config.num_seeds == 1 else best, indent=2))
-  summary = {"algorithm": algo.name, "space": space.name,
+  summary = {"status": "done", "algorithm": algo.name, "space": space.name,
              "num_seeds": config.num_seeds, "wall_seconds": wall,
              "mean_best_reward": float(np.mean(result.best_reward)),
              "mean_num_evals": float(np.mean(result.num_evals))}

@@ -1,0 +1,130 @@
+"""Checkpoints of a whole search state with orbax (DESIGN.md, "Randomness,
+state, resume").
+
+A checkpoint holds one pytree (algorithm state, loop carry, PRNG keys, ...)
+and a JSON-able ``meta`` dict (history records, reward cache, counters) under
+``<workdir>/checkpoints/<step>/``. Orbax writes each step to a temporary
+directory and renames it when complete, so a run killed mid-save leaves the
+previous checkpoint intact. A checkpoint that is present but unreadable
+(truncated or corrupt files) is reported and skipped in favour of the one
+before it; nothing is deleted.
+
+Typed PRNG keys are stored as their raw ``uint32`` data and re-wrapped on
+restore from the template, so the restored state is bit-identical.
+"""
+
+from __future__ import annotations
+
+import logging as std_logging
+import os
+import pathlib
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+
+
+class _QuietOrbax(std_logging.Filter):
+  """Orbax logs every save at INFO; keep its warnings, drop the rest, so a
+  run's own progress lines stay readable."""
+
+  def filter(self, record):
+    return (record.levelno >= std_logging.WARNING
+            or "/orbax/" not in record.pathname)
+
+
+std_logging.getLogger("absl").addFilter(_QuietOrbax())
+
+
+def _is_key(x) -> bool:
+  return isinstance(x, jax.Array) and jax.dtypes.issubdtype(
+      x.dtype, jax.dtypes.prng_key)
+
+
+def _to_saveable(tree):
+  """Typed keys -> raw key data; every leaf -> a host numpy array."""
+  return jax.tree.map(
+      lambda x: np.asarray(jax.random.key_data(x)) if _is_key(x)
+      else np.asarray(x), tree)
+
+
+def _from_saveable(tree, template):
+  def restore_leaf(saved, tmpl):
+    if _is_key(tmpl):
+      return jax.random.wrap_key_data(
+          saved, impl=jax.random.key_impl(tmpl))
+    return jax.numpy.asarray(saved, dtype=np.asarray(tmpl).dtype)
+  return jax.tree.map(restore_leaf, tree, template)
+
+
+class CheckpointError(RuntimeError):
+  """No readable checkpoint although some exist."""
+
+
+class Checkpointer:
+  """Periodic checkpoints of ``(state pytree, meta dict)`` in a workdir.
+
+  Args:
+    workdir: the run's directory; checkpoints go to ``workdir/checkpoints``.
+    max_to_keep: how many recent checkpoints are kept (>= 2, so there is a
+      previous one to fall back to).
+  """
+
+  def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int = 3):
+    if max_to_keep < 2:
+      raise ValueError(f"max_to_keep must be >= 2 so a corrupt latest "
+                       f"checkpoint has a fallback, got {max_to_keep}")
+    self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, enable_async_checkpointing=False,
+            create=True))
+
+  def steps(self) -> list[int]:
+    self._manager.reload()
+    return sorted(self._manager.all_steps())
+
+  def save(self, step: int, state: Any, meta: dict) -> None:
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(_to_saveable(state)),
+        meta=ocp.args.JsonSave(meta)), force=True)
+    self._manager.wait_until_finished()
+
+  def restore(self, template: Any) -> tuple[int, Any, dict] | None:
+    """The newest readable checkpoint as ``(step, state, meta)``, or None.
+
+    ``template`` is a state of the right structure (e.g. a fresh
+    ``algorithm.init(key)``); its dtypes and key types are used.
+    """
+    steps = self.steps()
+    if not steps:
+      return None
+    abstract = jax.tree.map(lambda x: x, _to_saveable(template))
+    failures = []
+    for step in reversed(steps):
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract),
+            meta=ocp.args.JsonRestore()))
+        state = _from_saveable(restored["state"], template)
+        meta = dict(restored["meta"])
+      except Exception as e:  # orbax raises many types for bad files
+        failures.append(step)
+        logging.warning(
+            "checkpoint %d in %s is unreadable (%s: %s); falling back to the "
+            "previous one", step, self.directory, type(e).__name__,
+            str(e).splitlines()[0][:200])
+        continue
+      if failures:
+        logging.warning("resumed from checkpoint %d; unreadable newer "
+                        "checkpoint(s) %s were left in place", step, failures)
+      return step, state, meta
+    raise CheckpointError(
+        f"none of the checkpoints {steps} in {self.directory} could be read. "
+        "Move that directory away to start the run afresh.")
+
+  def close(self):
+    self._manager.close()
