@@ -25,6 +25,14 @@ Step time depends on the child (a 7x7 convolution costs more than a pool), so
 the children timed are named and can be changed with ``--small_arch`` /
 ``--large_arch``. Nothing is asserted.
 
+Each configuration is also timed with a *static reference* network
+(:class:`StaticChild`, unless ``--no_static``): the same child, same ops,
+weights, optimiser and step function, but with its ops fixed in Python instead
+of chosen by ``lax.switch``. It is a diagnostic: on XLA:CPU the gradient
+convolutions inside a ``lax.switch`` branch are not rewritten to the fast
+convolution layout that the same convolutions get at top level, so the
+switch-based step is many times slower there (see benchmarks/README.md).
+
 Run from the repository root::
 
     PYTHONPATH=. python benchmarks/child_training.py            # full
@@ -45,11 +53,13 @@ import statistics
 import sys
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from nas_jax.children import cell_net
+from nas_jax.children import ops as ops_lib
 from nas_jax.data import datasets
 from nas_jax.evaluators import train_from_scratch
 from nas_jax.spaces import seed003
@@ -118,14 +128,52 @@ def synthetic_dataset(shape: tuple[int, int, int], n: int,
       train_index=index, val_index=index, test_index=index, pool_size=n)
 
 
+class StaticChild(nn.Module):
+  """Diagnostic reference: the same child with its ops fixed in Python (no
+  ``lax.switch``): stem, cells (2x2 max pool between them), classifier, as
+  ``cell_net``'s networks build them, but only the chosen ops exist.
+  ``arch`` is a tuple of Python ints; the traced arch argument is ignored.
+  """
+
+  space_name: str
+  arch: tuple[int, ...]
+
+  @nn.compact
+  def __call__(self, images, arch_unused, train: bool):
+    del arch_unused
+    x = ops_lib.Stem(CHANNELS)(images, train)
+    for c in range(NUM_CELLS):
+      if c > 0:
+        x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+      if self.space_name == "seed003_small":
+        for op in self.arch:
+          x = ops_lib.make_op(seed003.OPS[op], CHANNELS)(x, train)
+      else:
+        states = [x]
+        nodes = len(self.arch) // 2
+        for i in range(nodes):
+          src, op = self.arch[2 * i], self.arch[2 * i + 1]
+          states.append(ops_lib.make_op(seed003.OPS[op], CHANNELS)(
+              states[src], train))
+        read = {self.arch[2 * j] for j in range(nodes)}
+        ends = [states[i + 1] for i in range(nodes) if i + 1 not in read]
+        x = sum(ends) / len(ends)
+    return ops_lib.Classifier(NUM_CLASSES)(x)
+
+
 def time_train_step(space_name: str, shape, arch_text: str, batch_size: int,
-                    steps: int, warmup: int) -> dict:
+                    steps: int, warmup: int, static: bool = False) -> dict:
+  """Times ChildTrainer's jitted train step; ``static`` swaps the network
+  for :class:`StaticChild` (the diagnostic reference)."""
   space = (seed003.small_space() if space_name == "seed003_small"
            else seed003.large_space())
   arch = space.from_text(arch_text)
   ds = synthetic_dataset(shape, batch_size)
-  net = cell_net.make_network(space_name, num_classes=NUM_CLASSES,
-                              num_cells=NUM_CELLS, channels=CHANNELS)
+  if static:
+    net = StaticChild(space_name, tuple(int(a) for a in arch))
+  else:
+    net = cell_net.make_network(space_name, num_classes=NUM_CLASSES,
+                                num_cells=NUM_CELLS, channels=CHANNELS)
   trainer = train_from_scratch.ChildTrainer(
       space, net, ds, epochs=1, batch_size=batch_size,
       learning_rate=LEARNING_RATE, optimizer=OPTIMIZER,
@@ -154,6 +202,7 @@ def time_train_step(space_name: str, shape, arch_text: str, batch_size: int,
   return {
       "space": space_name, "input": "x".join(map(str, shape)),
       "arch": arch_text, "batch_size": batch_size,
+      "network": "static reference" if static else "ChildTrainer (switch)",
       "first_call_s": first, "median_step_ms": 1e3 * med,
       "min_step_ms": 1e3 * min(times), "max_step_ms": 1e3 * max(times),
       "images_per_s": batch_size / med, "steps_timed": steps,
@@ -163,9 +212,10 @@ def time_train_step(space_name: str, shape, arch_text: str, batch_size: int,
 
 
 def format_table(rows: list[dict]) -> str:
-  head = ("space", "input", "child", "batch", "1st call (s)", "ms/step",
-          "images/s")
-  lines = [(r["space"], r["input"], r["arch"], str(r["batch_size"]),
+  head = ("space", "input", "child", "network", "batch", "1st call (s)",
+          "ms/step", "images/s")
+  lines = [(r["space"], r["input"], r["arch"], r["network"],
+            str(r["batch_size"]),
             f"{r['first_call_s']:.1f}", f"{r['median_step_ms']:.1f}",
             f"{r['images_per_s']:,.0f}") for r in rows]
   widths = [max(len(x[i]) for x in [head] + lines) for i in range(len(head))]
@@ -187,6 +237,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--large_arch", default=LARGE_ARCH,
                  help=f"seed003_large child to time (default {LARGE_ARCH})")
   p.add_argument("--spaces", default="seed003_small,seed003_large")
+  p.add_argument("--no_static", action="store_true",
+                 help="skip the static reference rows (the same child with "
+                      "its ops fixed in Python, no lax.switch)")
   p.add_argument("--out_json", default=None)
   p.add_argument("--quick", action="store_true",
                  help="smoke test: small space, batch 16, 3 timed steps")
@@ -219,12 +272,13 @@ def main(argv=None) -> int:
     if space_name not in args.spaces:
       continue
     arch = args.small_arch if space_name == "seed003_small" else args.large_arch
-    for b in args.batch_sizes:
+    for b, static in [(b, s) for s in (False, True) for b in args.batch_sizes
+                      if not (s and args.no_static)]:
       row = time_train_step(space_name, shape, arch, b, args.steps,
-                            args.warmup)
+                            args.warmup, static)
       rows.append(row)
-      print(f"  {space_name} {row['input']} b={b}: first call "
-            f"{row['first_call_s']:.1f}s, median {row['median_step_ms']:.1f} "
+      print(f"  {space_name} {row['input']} b={b} {row['network']}: first "
+            f"call {row['first_call_s']:.1f}s, median {row['median_step_ms']:.1f} "
             f"ms/step (min {row['min_step_ms']:.1f}, max "
             f"{row['max_step_ms']:.1f}), {row['images_per_s']:,.0f} images/s",
             flush=True)

@@ -16,6 +16,7 @@ from ml_collections import config_flags
 from nas_jax.spaces.base import InvalidArchitectureError
 from nas_jax.train import child_search_run, tabular_run
 from nas_jax.checkpoint import CheckpointError
+from nas_jax.parallel import mesh as mesh_lib
 from nas_jax.train.workdir import WorkdirBusyError, WorkdirLock
 
 RUNS = {"tabular": tabular_run.run, "train": child_search_run.run}
@@ -30,6 +31,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  # On a TPU pod or a multi-process launch this joins the processes; on a
+  # single machine it does nothing (NAS_JAX_DISTRIBUTED=0/1 overrides).
+  mesh_lib.initialize_distributed()
+  logging.info("%s", mesh_lib.process_info())
   config = _CONFIG.value
   kind = config.get("run", "tabular")
   if kind not in RUNS:

@@ -328,7 +328,8 @@ def _sgd_reinforce_step(params, archs, rewards, baseline):
 
 def _rf_state(params):
   return rf_lib.ReinforceState(params, optax.sgd(LR).init(params),
-                               jnp.zeros(()), jnp.zeros((), jnp.int32))
+                               jnp.zeros(()), jnp.zeros((), jnp.int32),
+                               jnp.zeros(()), jnp.zeros(()))
 
 
 def test_reinforce_update_matches_formula_and_baseline():
@@ -360,7 +361,8 @@ def test_reinforce_update_matches_formula_and_baseline():
 
 def _ppo_state(params, key=jax.random.key(5)):
   return ppo_lib.PPOState(params, optax.sgd(LR).init(params), jnp.zeros(()),
-                          key, jnp.zeros((), jnp.int32))
+                          key, jnp.zeros((), jnp.int32), jnp.zeros(()),
+                          jnp.zeros(()))
 
 
 PPO_ONE_EPOCH = algorithms.ppo(CTRL, batch_size=M, minibatch_size=M,

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from nas_jax import algorithms
+from nas_jax import metrics
 from nas_jax.checkpoint import CheckpointError, Checkpointer
 from nas_jax.controllers import make_controller
 from nas_jax.data import nasbench201 as nb201_data
@@ -24,9 +25,10 @@ from nas_jax.spaces import registry
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
+CHILD_ROUNDS = 40  # long enough after compilation for kills to land mid-run
 CHILD_ARGS = [
     "--config=experiments/configs/seed003_digits.py:ppo",
-    "--config.num_rounds=12", "--config.ppo.batch_size=2",
+    f"--config.num_rounds={CHILD_ROUNDS}", "--config.ppo.batch_size=2",
     "--config.ppo.minibatch_size=1", "--config.child.epochs=1",
     "--config.network.channels=4", "--config.network.num_cells=1",
     "--config.data.max_train=96", "--config.data.num_val=64"]
@@ -95,7 +97,7 @@ def _kill_and_resume(args, workdir, tmp_path, kills=3, seed=0):
       step = _wait_for_checkpoint(proc, workdir, last)
       if step is None:  # finished before we could kill it
         break
-      time.sleep(rng.uniform(0.0, 1.5))  # mid-round, mid-save or later
+      time.sleep(rng.uniform(0.0, 0.5))  # mid-round, mid-save or later
       proc.send_signal(signal.SIGKILL)
       proc.wait()
       effective += not (pathlib.Path(workdir) / "summary.json").exists()
@@ -119,6 +121,17 @@ def test_sigkill_resume_child_search_is_exact(child_reference, tmp_path):
   summary = json.loads((workdir / "summary.json").read_text())
   assert summary["status"] == "done"
   assert (workdir / "best_arch.png").is_file()
+  # Metrics: one point per round, none duplicated by the restarts, in the
+  # JSONL and in the TensorBoard event files alike.
+  rounds = list(range(CHILD_ROUNDS))
+  assert [m["step"] for m in metrics.read_jsonl(workdir / "metrics.jsonl")
+          ] == rounds
+  events = metrics.read_events(workdir / "tensorboard")
+  assert [s for s, _ in events["reward/mean"]] == rounds
+  best = [v for _, v in events["reward/best_so_far"]]
+  assert best == sorted(best)  # monotone across restarts
+  np.testing.assert_allclose(best[-1], max(r for _, _, r in child_reference),
+                             rtol=1e-6)
 
 
 def test_sigterm_checkpoints_exits_cleanly_and_resumes(child_reference,

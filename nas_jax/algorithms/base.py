@@ -48,3 +48,13 @@ def check_positive(name: str, value, *, allow_zero: bool = False):
   if not ok:
     bound = ">= 0" if allow_zero else "> 0"
     raise ValueError(f"{name} must be {bound}, got {value!r}")
+
+
+def state_scalars(state) -> dict[str, float]:
+  """The scalars worth logging from an algorithm state (baseline, loss,
+  entropy, updates), averaged if the state is batched over seeds."""
+  out = {}
+  for name in ("baseline", "loss", "entropy", "num_updates"):
+    if hasattr(state, name):
+      out[name] = float(jax.numpy.mean(getattr(state, name)))
+  return out

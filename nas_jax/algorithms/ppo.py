@@ -26,6 +26,8 @@ class PPOState(NamedTuple):
   baseline: jax.Array     # f32[]
   key: jax.Array          # shuffles the minibatches
   num_updates: jax.Array  # i32[]
+  loss: jax.Array         # f32[]: mean over the last round's SGD steps
+  entropy: jax.Array      # f32[]: mean policy entropy, last round
 
 
 def ppo(controller: lstm_policy.Controller, *, batch_size: int = 8,
@@ -57,13 +59,14 @@ def ppo(controller: lstm_policy.Controller, *, batch_size: int = 8,
     r = rescore(params, archs)
     pg = jax.vmap(losses.ppo_clip_loss, (0, 0, 0, None))(
         r.log_prob, old_log_probs, advantages, clip_epsilon)
-    return jnp.mean(pg) - entropy_weight * jnp.mean(r.entropy)
+    entropy = jnp.mean(r.entropy)
+    return jnp.mean(pg) - entropy_weight * entropy, entropy
 
   def init(key):
     k_params, k_state = jax.random.split(key)
     params = controller.init(k_params)
     return PPOState(params, opt.init(params), jnp.zeros(()), k_state,
-                    jnp.zeros((), jnp.int32))
+                    jnp.zeros((), jnp.int32), jnp.zeros(()), jnp.zeros(()))
 
   def propose(state, key):
     keys = jax.random.split(key, batch_size)
@@ -80,20 +83,22 @@ def ppo(controller: lstm_policy.Controller, *, batch_size: int = 8,
 
     def sgd_step(carry, idx):
       params, opt_state = carry
-      grads = jax.grad(loss_fn)(params, archs[idx], old_log_probs[idx],
-                                advantages[idx])
+      (loss, entropy), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          params, archs[idx], old_log_probs[idx], advantages[idx])
       updates, opt_state = opt.update(grads, opt_state, params)
-      return (optax.apply_updates(params, updates), opt_state), None
+      return (optax.apply_updates(params, updates), opt_state), (loss,
+                                                                 entropy)
 
     def epoch(carry, k):
       perm = jax.random.permutation(k, batch_size)
       batches = perm.reshape(num_minibatches, minibatch_size)
-      return jax.lax.scan(sgd_step, carry, batches)[0], None
+      return jax.lax.scan(sgd_step, carry, batches)
 
-    (params, opt_state), _ = jax.lax.scan(
+    (params, opt_state), (step_losses, step_entropies) = jax.lax.scan(
         epoch, (state.params, state.opt_state),
         jax.random.split(k_epochs, num_epochs))
     baseline = losses.ema(baseline, jnp.mean(rewards), baseline_decay)
-    return PPOState(params, opt_state, baseline, key, state.num_updates + 1)
+    return PPOState(params, opt_state, baseline, key, state.num_updates + 1,
+                    jnp.mean(step_losses), jnp.mean(step_entropies))
 
   return base.Algorithm(init, propose, feedback, batch_size, "ppo")

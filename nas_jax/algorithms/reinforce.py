@@ -22,6 +22,8 @@ class ReinforceState(NamedTuple):
   opt_state: optax.OptState
   baseline: jax.Array     # f32[]
   num_updates: jax.Array  # i32[]
+  loss: jax.Array         # f32[]: of the last update, for metrics
+  entropy: jax.Array      # f32[]: mean policy entropy of the last batch
 
 
 def reinforce(controller: lstm_policy.Controller, *, batch_size: int = 1,
@@ -43,7 +45,8 @@ def reinforce(controller: lstm_policy.Controller, *, batch_size: int = 1,
   def init(key):
     params = controller.init(key)
     return ReinforceState(params, opt.init(params), jnp.zeros(()),
-                          jnp.zeros((), jnp.int32))
+                          jnp.zeros((), jnp.int32), jnp.zeros(()),
+                          jnp.zeros(()))
 
   def propose(state, key):
     keys = jax.random.split(key, batch_size)
@@ -53,16 +56,19 @@ def reinforce(controller: lstm_policy.Controller, *, batch_size: int = 1,
   def loss_fn(params, archs, advantages):
     rescored = jax.vmap(controller.rescore, (None, 0))(params, archs)
     pg = jax.vmap(losses.reinforce_loss)(rescored.log_prob, advantages)
-    return jnp.mean(pg) - entropy_weight * jnp.mean(rescored.entropy)
+    entropy = jnp.mean(rescored.entropy)
+    return jnp.mean(pg) - entropy_weight * entropy, entropy
 
   def feedback(state, archs, rewards):
     rewards = rewards.astype(jnp.float32)
     baseline = jnp.where(state.num_updates == 0, jnp.mean(rewards),
                          state.baseline)
-    grads = jax.grad(loss_fn)(state.params, archs, rewards - baseline)
+    (loss, entropy), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, archs, rewards - baseline)
     updates, opt_state = opt.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     baseline = losses.ema(baseline, jnp.mean(rewards), baseline_decay)
-    return ReinforceState(params, opt_state, baseline, state.num_updates + 1)
+    return ReinforceState(params, opt_state, baseline, state.num_updates + 1,
+                          loss, entropy)
 
   return base.Algorithm(init, propose, feedback, batch_size, "reinforce")

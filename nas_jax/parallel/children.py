@@ -75,7 +75,8 @@ def _local_loss(controller: lstm_policy.Controller, entropy_weight: float):
   def loss_fn(params, archs, advantages):
     rescored = jax.vmap(controller.rescore, (None, 0))(params, archs)
     pg = jax.vmap(losses.reinforce_loss)(rescored.log_prob, advantages)
-    return jnp.mean(pg) - entropy_weight * jnp.mean(rescored.entropy)
+    entropy = jnp.mean(rescored.entropy)
+    return jnp.mean(pg) - entropy_weight * entropy, entropy
 
   return loss_fn
 
@@ -92,8 +93,9 @@ def _mean_grads(loss_fn, params, archs, advantages):
   synchronous average (the parameter server's job in NAS-RL).
   """
   local = jax.lax.pcast(params, DATA_AXIS, to="varying")
-  grads = jax.grad(loss_fn)(local, archs, advantages)
-  return jax.lax.pmean(grads, DATA_AXIS)
+  (loss, entropy), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      local, archs, advantages)
+  return jax.lax.pmean((grads, loss, entropy), DATA_AXIS)
 
 
 def reinforce_grads_synchronous(controller: lstm_policy.Controller,
@@ -117,7 +119,7 @@ def reinforce_grads_synchronous(controller: lstm_policy.Controller,
   loss_fn = _local_loss(controller, entropy_weight)
 
   def per_device(params, archs, advantages):
-    return _mean_grads(loss_fn, params, archs, advantages)
+    return _mean_grads(loss_fn, params, archs, advantages)[0]
 
   return jax.jit(jax.shard_map(
       per_device, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS)),
@@ -158,12 +160,14 @@ def data_parallel_reinforce_update(
     rewards = rewards.astype(jnp.float32)
     mean_reward = jax.lax.pmean(jnp.mean(rewards), DATA_AXIS)
     baseline = jnp.where(state.num_updates == 0, mean_reward, state.baseline)
-    grads = _mean_grads(loss_fn, state.params, archs, rewards - baseline)
+    grads, loss, entropy = _mean_grads(loss_fn, state.params, archs,
+                                       rewards - baseline)
     updates, opt_state = optimizer.update(grads, state.opt_state,
                                           state.params)
     params = optax.apply_updates(state.params, updates)
     baseline = losses.ema(baseline, mean_reward, baseline_decay)
-    return ReinforceState(params, opt_state, baseline, state.num_updates + 1)
+    return ReinforceState(params, opt_state, baseline, state.num_updates + 1,
+                          loss, entropy)
 
   return jax.jit(jax.shard_map(
       per_device, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS)),

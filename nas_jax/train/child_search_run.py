@@ -20,11 +20,14 @@ import numpy as np
 from absl import logging
 
 from nas_jax import checkpoint as checkpoint_lib
+from nas_jax import metrics as metrics_lib
 from nas_jax import viz
+from nas_jax.algorithms import base as algo_base
 from nas_jax.children import cell_net
 from nas_jax.data import augment as augment_lib
 from nas_jax.data import datasets
 from nas_jax.evaluators import train_from_scratch
+from nas_jax.parallel import mesh as mesh_lib
 from nas_jax.spaces import registry
 from nas_jax.train import host_search
 from nas_jax.train import preemption
@@ -48,8 +51,11 @@ def build_trainer(config: ml_collections.ConfigDict):
   elif data.get("augment"):
     raise ValueError(f"data.augment must be '' or 'cifar', got "
                      f"{data.augment!r}")
+  # Data parallelism over every local device (GSPMD): same results as one
+  # device, within float tolerance (tests/test_parallel.py).
+  mesh = mesh_lib.make_mesh() if config.get("data_parallel") else None
   trainer = train_from_scratch.ChildTrainer(
-      space, network, dataset, augment=augment, seed=config.seed,
+      space, network, dataset, augment=augment, seed=config.seed, mesh=mesh,
       **config.child)
   return space, dataset, trainer
 
@@ -77,6 +83,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "seconds": rec.cost, "cached": rec.cost == 0.0}) + "\n")
     history.flush()
 
+  writer = metrics_lib.MetricWriter(workdir)
+  best_so_far = [-float("inf")]
+
   def on_resume(records):
     # Lines written after the checkpoint a killed run resumes from would
     # otherwise be duplicated: rewrite the history from the checkpoint.
@@ -84,6 +93,27 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     history = open(history_path, "w")
     for rec in records:
       write(rec)
+    writer.truncate_after(records[-1].round if records else -1)
+    best_so_far[0] = max((r.reward for r in records), default=-float("inf"))
+
+  def on_round(r, state, ev):
+    trained = ev.cost[ev.cost > 0]
+    best_so_far[0] = max(best_so_far[0], float(np.max(ev.reward)))
+    writer.write_scalars(r, {
+        "reward/mean": float(np.mean(ev.reward)),
+        "reward/max": float(np.max(ev.reward)),
+        "reward/best_so_far": best_so_far[0],
+        "children/trained_this_round": int(trained.size),
+        "children/seconds_per_trained": (float(np.mean(trained))
+                                         if trained.size else 0.0),
+        "controller/learning_rate": float(
+            config.get(config.algorithm, {}).get("learning_rate", 0.0)
+            if config.algorithm in ("ppo", "reinforce") else 0.0),
+        **{f"controller/{k}": v
+           for k, v in algo_base.state_scalars(state).items()}})
+    # Durable before this round's checkpoint, so a SIGKILL after it loses no
+    # metric the checkpoint covers.
+    writer.flush()
 
   ckpt = checkpoint_lib.Checkpointer(workdir,
                                      max_to_keep=config.get("keep", 3))
@@ -93,11 +123,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       result = host_search.run(
           algo, evaluator, jax.random.key(config.seed),
           num_rounds=config.num_rounds, on_record=write, on_resume=on_resume,
-          checkpointer=ckpt,
+          on_round=on_round, checkpointer=ckpt,
           checkpoint_every=config.get("checkpoint_every", 1), guard=guard)
   finally:
     if history is not None:
       history.close()
+    writer.close()
     ckpt.close()
   wall = time.perf_counter() - t0
   if result.status == "preempted":

@@ -21,10 +21,12 @@ from absl import logging
 
 from nas_jax import algorithms
 from nas_jax import checkpoint as checkpoint_lib
+from nas_jax import metrics as metrics_lib
 from nas_jax.controllers import make_controller
 from nas_jax.data import nasbench201 as nb201_data
 from nas_jax.evaluators import tabular
 from nas_jax.spaces import base as spaces_base
+from nas_jax.algorithms.base import state_scalars as algos_state_scalars
 from nas_jax.train import preemption
 from nas_jax.train import search as search_lib
 
@@ -89,19 +91,37 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   logging.info("searching %s with %s: %d seed(s), budget %s s, <= %d evals",
                space.name, algo.name, config.num_seeds,
                config.get("time_budget"), config.max_evals)
+  writer = metrics_lib.MetricWriter(workdir)
+  writer.truncate_after(int(np.max(carry.round)) - 1)
   t0 = time.perf_counter()
   status = "done"
   with preemption.PreemptionGuard() as guard:
     while not bool(np.all(carry.done)):
       n_chunk += 1
+      t_chunk, evals_before = time.perf_counter(), int(np.sum(carry.num_evals))
       carry = advance(carry, n_chunk * chunk)
-      ckpt.save(n_chunk, carry, {"round": int(np.max(carry.round))})
-      logging.info("round %d: %d evaluations so far (mean over seeds)",
-                   int(np.max(carry.round)), int(np.mean(carry.num_evals)))
+      rnd = int(np.max(carry.round))
+      new_evals = int(np.sum(carry.num_evals)) - evals_before
+      writer.write_scalars(rnd - 1, {
+          "reward/best_so_far_mean_over_seeds": float(
+              np.mean(np.max(carry.rewards, axis=1))),
+          "search/evaluations_mean_over_seeds": float(
+              np.mean(carry.num_evals)),
+          "search/simulated_seconds_mean": float(np.mean(carry.time_used)),
+          "search/evaluations_per_second": new_evals / max(
+              time.perf_counter() - t_chunk, 1e-9),
+          **{f"controller/{k}": v
+             for k, v in algos_state_scalars(carry.state).items()}})
+      writer.flush()  # durable before the checkpoint that covers it
+      ckpt.save(n_chunk, carry, {"round": rnd})
+      logging.info("round %d: %d evaluations per seed so far, best reward "
+                   "%.4f (mean over seeds)", rnd, int(np.mean(carry.num_evals)),
+                   float(np.mean(np.max(carry.rewards, axis=1))))
       if guard.requested and not bool(np.all(carry.done)):
         status = "preempted"
         break
   ckpt.close()
+  writer.close()
   wall = time.perf_counter() - t0
   if status == "preempted":
     logging.warning("stopped by %s after checkpoint %d; run the same command "
