@@ -126,8 +126,9 @@ def accuracy(trainer, state, arch_j, images, labels) -> float:
   for x, y in pipeline.batches(images, labels, trainer.eval_batch_size,
                                seed=0, epoch=0, shuffle=False,
                                drop_remainder=False):
+    x, y = trainer._place(ds.normalize(x), y, pad=True)
     correct += int(trainer._eval_step(state.params, state.batch_stats, arch_j,
-                                      ds.normalize(x), jnp.asarray(y)))
+                                      x, y))
   return correct / len(labels)
 
 
@@ -149,8 +150,8 @@ def train_child(trainer: train_from_scratch.ChildTrainer, arch) -> dict:
         ds.train_images, ds.train_labels, trainer.batch_size,
         seed=trainer.seed, epoch=epoch)):
       step_key = jax.random.fold_in(k_aug, epoch * trainer.steps_per_epoch + i)
-      state, loss = trainer._train_step(state, arch_j, ds.normalize(x),
-                                        jnp.asarray(y), step_key)
+      x, y = trainer._place(ds.normalize(x), y)
+      state, loss = trainer._train_step(state, arch_j, x, y, step_key)
       losses.append(loss)
   val = accuracy(trainer, state, arch_j, ds.val_images, ds.val_labels)
   test = accuracy(trainer, state, arch_j, ds.test_images, ds.test_labels)

@@ -8,15 +8,17 @@ search jitted; ``nasbench201.py``) or ``"train"`` (children trained from
 scratch; ``seed003_*.py``). Override any field: ``--config.seed=3``.
 """
 
+import os
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nas_jax.spaces.base import InvalidArchitectureError
-from nas_jax.train import child_search_run, tabular_run
 from nas_jax.checkpoint import CheckpointError
 from nas_jax.parallel import mesh as mesh_lib
+from nas_jax.spaces.base import InvalidArchitectureError
+from nas_jax.train import child_search_run, tabular_run
 from nas_jax.train.workdir import WorkdirBusyError, WorkdirLock
 
 RUNS = {"tabular": tabular_run.run, "train": child_search_run.run}
@@ -36,13 +38,18 @@ def main(argv):
   mesh_lib.initialize_distributed()
   logging.info("%s", mesh_lib.process_info())
   config = _CONFIG.value
+  workdir = _WORKDIR.value
+  if jax.process_count() > 1 and jax.process_index() > 0:
+    # Every process runs the same seeded search; only process 0 writes the
+    # workdir itself, so no two processes ever write one file.
+    workdir = os.path.join(workdir, f"process_{jax.process_index()}")
   kind = config.get("run", "tabular")
   if kind not in RUNS:
     raise app.UsageError(f"config.run must be one of {sorted(RUNS)}, got "
                          f"{kind!r}")
   try:
-    with WorkdirLock(_WORKDIR.value):
-      RUNS[kind](config, _WORKDIR.value)
+    with WorkdirLock(workdir):
+      RUNS[kind](config, workdir)
   except (FileNotFoundError, ValueError, InvalidArchitectureError,
           CheckpointError, WorkdirBusyError) as e:
     logging.error("%s", e)

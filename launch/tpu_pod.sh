@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
 # Runs one search on a Cloud TPU VM slice or pod: puts the code on every
 # worker, installs it there, and starts the same binary on all workers at
-# once, with the run directory in a Cloud Storage bucket that every worker
-# (and a later, resumed run) can reach. Needs the gcloud CLI, logged in, and
+# once, with the run directory on a filesystem path that every worker (and a
+# later, resumed run) can reach: a Cloud Storage bucket mounted with gcsfuse
+# at the same path on every worker. Needs the gcloud CLI, logged in, and
 # an existing TPU VM (`gcloud compute tpus tpu-vm create ...`).
 #
 # Usage:
 #   launch/tpu_pod.sh --tpu NAME --zone ZONE [--project P]
 #                     [--repo URL [--branch REF] | --sync-dir DIR]
 #                     [--remote-dir NAME] [--skip-install] [--detach]
-#                     [--allow-local-workdir] [--dry-run] [-h|--help]
+#                     [--dry-run] [-h|--help]
 #                     CONFIG WORKDIR [FLAGS...]
 #
 # Arguments:
 #   CONFIG     config file, optionally with a variant after a colon, relative
 #              to the repository root (it is read on the workers):
 #              experiments/configs/seed003_digits.py:large
-#   WORKDIR    the run directory, a bucket path: gs://BUCKET/runs/NAME.
+#   WORKDIR    the run directory: an absolute path that every worker sees,
+#              e.g. /mnt/gcs/runs/NAME where a bucket is mounted with
+#              `gcsfuse BUCKET /mnt/gcs` on each worker. nas_jax writes its
+#              files with ordinary file I/O, so a gs:// URL is refused.
 #   FLAGS...   passed to experiments/main.py unchanged, e.g.
 #              --config.seed=3 (write flags as --name=value). Everything
 #              after a lone `--` is passed on too.
@@ -45,9 +49,6 @@
 #                      to ~/NAME.log on each worker (NAME from --remote-dir).
 #                      Without it the run's output streams here, and closing
 #                      this terminal stops the run. Use it for long runs.
-#   --allow-local-workdir
-#                      accept a WORKDIR that is not gs://... (only sensible
-#                      on a single-host slice or a shared mounted filesystem).
 #   --dry-run          print the commands instead of running them, then exit
 #                      0 (needs neither gcloud nor a TPU).
 #   -h, --help         print this text.
@@ -68,9 +69,11 @@
 # (nas_jax.parallel.mesh.initialize_distributed detects a Cloud TPU VM;
 # NAS_JAX_DISTRIBUTED=1, set here, forces it. On Cloud TPU the call needs no
 # arguments: it finds the coordinator and the process ids from the TPU
-# metadata), after which jax.devices() lists the chips of all hosts and one
-# mesh spans the pod. Only process 0 writes metrics and results; checkpoints
-# are written to WORKDIR by all processes together.
+# metadata), after which jax.devices() lists the chips of all hosts. Every
+# process runs the same seeded search; process 0 writes WORKDIR and process
+# i > 0 writes WORKDIR/process_i, so no two processes write one file.
+# (Data-parallel child training across hosts is not supported yet: the mesh
+# of a run spans the local devices of its host.)
 #
 # Preemption and resuming: on preemption or maintenance the workers get
 # SIGTERM; the run then writes a checkpoint to WORKDIR and exits. Re-running
@@ -81,7 +84,7 @@
 #
 # Example:
 #   launch/tpu_pod.sh --tpu my-v4-32 --zone us-central2-b \
-#     experiments/configs/seed003_digits.py:large gs://my-bucket/runs/large
+#     experiments/configs/seed003_digits.py:large /mnt/gcs/runs/large
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -135,7 +138,6 @@ sync_dir=""
 remote_dir=nas_jax
 skip_install=0
 detach=0
-allow_local=0
 positional=()
 passthrough=()
 
@@ -161,7 +163,6 @@ while (($#)); do
     --remote-dir=*) remote_dir=${1#*=} ;;
     --skip-install) skip_install=1 ;;
     --detach) detach=1 ;;
-    --allow-local-workdir) allow_local=1 ;;
     --) shift; passthrough+=("$@"); break ;;
     *)
       if ((${#positional[@]} < 2)) && [[ $1 != -* ]]; then
@@ -185,10 +186,13 @@ fi
 [[ -z $branch || -n $repo_url ]] || die_usage "--branch needs --repo"
 [[ $remote_dir =~ ^[A-Za-z0-9_.-]+$ ]] ||
   die_usage "--remote-dir must be a plain directory name, got '$remote_dir'"
-if [[ $workdir != gs://* ]] && ((!allow_local)); then
-  die_usage "WORKDIR must be a bucket path (gs://...) that every worker" \
-    "shares, got '$workdir' (--allow-local-workdir to override)"
+if [[ $workdir == *://* ]]; then
+  die_usage "WORKDIR must be a path, not a URL ('$workdir'): mount the" \
+    "bucket on every worker with gcsfuse (e.g. gcsfuse BUCKET /mnt/gcs)" \
+    "and pass /mnt/gcs/..."
 fi
+[[ $workdir == /* ]] ||
+  die_usage "WORKDIR must be an absolute path every worker sees, got '$workdir'"
 if [[ -z $repo_url && -z $sync_dir ]]; then
   sync_dir=$REPO
 fi

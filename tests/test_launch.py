@@ -17,7 +17,7 @@ LAUNCH = REPO / "launch"
 SCRIPTS = sorted(LAUNCH.glob("*.sh"))
 CONFIG = "experiments/configs/seed003_digits.py:ppo"
 WORKDIR = "runs/test_launch"
-GS_WORKDIR = "gs://bucket/runs/test_launch"
+GS_WORKDIR = "/mnt/gcs/runs/test_launch"  # a gcsfuse-mounted bucket
 TPU = ["--tpu", "my-v4-32", "--zone", "us-central2-b"]
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None,
@@ -70,7 +70,7 @@ def test_help(script):
     ("tpu_pod.sh", [CONFIG, GS_WORKDIR]),
     ("tpu_pod.sh", ["--tpu", "t", CONFIG, GS_WORKDIR]),
     ("tpu_pod.sh", [*TPU, CONFIG]),
-    ("tpu_pod.sh", [*TPU, CONFIG, "/local/dir"]),
+    ("tpu_pod.sh", [*TPU, CONFIG, "gs://bucket/run"]),
     ("tpu_pod.sh", [*TPU, "--repo", "u", "--sync-dir", ".", CONFIG,
                     GS_WORKDIR]),
     ("tpu_pod.sh", [*TPU, "--branch", "main", CONFIG, GS_WORKDIR]),
@@ -199,3 +199,13 @@ def test_dry_run_needs_no_gcloud(tmp_path):
   out = _run("tpu_pod.sh", *TPU, CONFIG, GS_WORKDIR,
              env={"PATH": str(bin_dir)})
   assert out.returncode != 0 and "gcloud not found" in out.stderr
+
+
+@pytest.mark.parametrize("workdir,why", [("gs://bucket/run", "gcsfuse"),
+                                         ("runs/relative", "absolute")])
+def test_tpu_pod_rejects_url_and_relative_workdirs(workdir, why):
+  proc = subprocess.run(["bash", str(LAUNCH / "tpu_pod.sh"), "--dry-run",
+                         *TPU, CONFIG, workdir], capture_output=True,
+                        text=True)
+  assert proc.returncode == 2
+  assert why in proc.stderr
