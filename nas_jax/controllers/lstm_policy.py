@@ -119,6 +119,7 @@ class LSTMPolicy(nn.Module):
     init_scale: half-width of the uniform initialiser (ENAS: 0.1).
     unroll: trace one specialised step per decision (fast to run; compile
       time grows with the number of decisions) or scan one generic step.
+      None: unrolled sampling for up to 96 decisions, scanned re-scoring.
   """
 
   space: base.SearchSpace
@@ -127,7 +128,7 @@ class LSTMPolicy(nn.Module):
   temperature: float = 1.0
   tanh_constant: float | None = None
   init_scale: float = 0.1
-  unroll: bool | None = None  # None: unroll decision lists of <= 96 steps
+  unroll: bool | None = None  # None: unroll sampling of <= 96 decisions
 
   def setup(self):
     sa = SpaceArrays.from_space(self.space)
@@ -180,7 +181,11 @@ class LSTMPolicy(nn.Module):
   def _rollout(self, key: jax.Array, forced: jax.Array | None) -> Rollout:
     sa = self._sa
     T = len(sa.kind)
-    unroll = self.unroll if self.unroll is not None else T <= 96
+    # Sampling is unrolled (faster steps); re-scoring, which is also
+    # differentiated, is scanned: its compile time then does not grow with
+    # the number of decisions, and the steady speed is about the same.
+    unroll = (self.unroll if self.unroll is not None
+              else forced is None and T <= 96)
     keys = jax.random.split(key, T) if forced is None else [None] * T
     if unroll:
       return self._rollout_unrolled(keys, forced)
@@ -294,6 +299,12 @@ class LSTMPolicy(nn.Module):
   def __call__(self, key: jax.Array) -> Rollout:
     return self.sample(key)
 
+  def create_params(self) -> jax.Array:
+    """Runs ``setup`` only: ``init`` through this method creates every
+    parameter without tracing a rollout (which would cost seconds of
+    compilation inside every jitted search)."""
+    return self.go
+
 
 class Controller(NamedTuple):
   """Pure functions over a policy's params (the DESIGN.md signatures).
@@ -315,7 +326,7 @@ def make_controller(space: base.SearchSpace, **module_kwargs) -> Controller:
   module = LSTMPolicy(space=space, **module_kwargs)
 
   def init(key: jax.Array):
-    return module.init(key, jax.random.key(0))["params"]
+    return module.init(key, method=LSTMPolicy.create_params)["params"]
 
   def sample(params, key: jax.Array) -> Rollout:
     return module.apply({"params": params}, key, method=LSTMPolicy.sample)

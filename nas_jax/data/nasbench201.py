@@ -44,7 +44,9 @@ def load(path: str | os.PathLike | None = None) -> NasBench201Table:
   if not path.is_file():
     raise FileNotFoundError(
         f"NAS-Bench-201 table not found at {path}. Put nb201_cifar10.csv "
-        f"there, point --config.table_path at it, or set ${paths.ENV_VAR} to "
+        f"there, pass its path (experiments/main.py: --config.table_path=...; "
+        f"benchmarks/nasbench201.py: --table_path=...), or set "
+        f"${paths.ENV_VAR} to "
         "the folder that holds nasbench201/nb201_cifar10.csv (columns: "
         + ", ".join(COLUMNS) + ").")
   space = nasbench201.space()

@@ -81,7 +81,11 @@ def make_search_fns(algorithm: algo_base.Algorithm,
     counted = jnp.cumprod((spent <= budget) & (slot < max_evals)) > 0
     n = jnp.sum(counted)
     drop = jnp.where(counted, slot, max_evals)  # out of range: dropped
-    state = algorithm.feedback(state, archs, ev.reward)
+    # Learn only from a round whose evaluations were all charged: the round
+    # that overruns the budget ends the search and teaches nothing.
+    new_state = algorithm.feedback(state, archs, ev.reward)
+    state = jax.tree.map(lambda a, b: jnp.where(n == m, a, b), new_state,
+                         state)
     num_evals = c.num_evals + n
     return SearchCarry(
         state=state,
