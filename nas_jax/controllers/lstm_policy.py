@@ -243,12 +243,15 @@ class LSTMPolicy(nn.Module):
     sa = self._sa
     hsz, T, A = self.hidden_size, len(sa.kind), sa.num_anchors
     C = max(sa.max_choices, 2)
-    anchors_raw = jnp.zeros((A, hsz))
+    # The carry starts from the params (times 0) rather than from constants,
+    # so under shard_map it is device-varying like the params mixed into it
+    # (scan needs matching carry types; shard_map docs, "scan-vma").
+    zeros = self.go * 0.0
+    anchors_raw = jnp.zeros((A, hsz)) + zeros
     if sa.init_anchors:
       anchors_raw = anchors_raw.at[np.array(sa.init_anchors)].set(
           self.init_anchor_h[: len(sa.init_anchors)])
     anchors_proj = anchors_raw @ self.attn_prev
-    zeros = jnp.zeros((hsz,))
     lstm = tuple((zeros, zeros) for _ in range(self.num_layers))
     xs = (keys if forced is None else jnp.zeros((T,), jnp.uint32),
           jnp.zeros((T,), jnp.int32) if forced is None else forced,
