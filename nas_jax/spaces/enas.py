@@ -18,7 +18,7 @@ one softmax head per decision type, hence one ``group`` per op vocabulary.
 
 from __future__ import annotations
 
-from nas_jax.spaces import base
+from nas_jax.spaces import base, cells
 
 # Sec. 2.4: the five cell ops.
 MICRO_OPS = ("identity", "sep_conv_3x3", "sep_conv_5x5", "avg_pool_3x3",
@@ -33,42 +33,11 @@ MICRO_GROUP = "enas_micro_op"
 MACRO_GROUP = "enas_macro_op"
 RNN_GROUP = "enas_rnn_act"
 
-CELL_TYPES = ("normal", "reduce")
-_NUM_CELL_INPUTS = 2  # The outputs of the two previous cells.
+CELL_TYPES = cells.CELL_TYPES
 
-
-def _check_positive(name: str, value: int):
-  if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-    raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 # -- micro (cell) space -------------------------------------------------------
-
-
-def _micro_cell(cell: str, cell_base: int,
-                num_nodes: int) -> list[base.Decision]:
-  """The decisions of one cell whose anchor slots start at ``cell_base``.
-
-  Slots ``cell_base`` and ``cell_base + 1`` hold the two cell inputs; node
-  ``i`` is written to slot ``cell_base + 2 + i``, so a node's pointers range
-  over exactly the slots filled before it (Sec. 2.4).
-  """
-  decisions = []
-  for i in range(num_nodes):
-    prefix = f"{cell}/node{i}"
-    num_inputs = _NUM_CELL_INPUTS + i
-    for side in ("a", "b"):
-      decisions.append(base.Decision(
-          name=f"{prefix}/input_{side}", kind=base.POINTER,
-          num_inputs=num_inputs, anchor_base=cell_base))
-    decisions.append(base.Decision(
-        name=f"{prefix}/op_a", choices=MICRO_OPS, group=MICRO_GROUP))
-    # The node exists once its last decision is made; its hidden state is
-    # what later pointers attend to.
-    decisions.append(base.Decision(
-        name=f"{prefix}/op_b", choices=MICRO_OPS, group=MICRO_GROUP,
-        anchor=cell_base + _NUM_CELL_INPUTS + i))
-  return decisions
 
 
 def micro_space(num_nodes: int = 5) -> base.SearchSpace:
@@ -79,16 +48,10 @@ def micro_space(num_nodes: int = 5) -> base.SearchSpace:
 
   Returns:
     A space of ``2 * 4 * num_nodes`` decisions: the normal cell, then the
-    reduction cell.
+    reduction cell; per node two input pointers, then two ops.
   """
-  _check_positive("num_nodes", num_nodes)
-  cell_size = _NUM_CELL_INPUTS + num_nodes
-  decisions = []
-  init_anchors = []
-  for c, cell in enumerate(CELL_TYPES):
-    cell_base = c * cell_size
-    init_anchors += [cell_base + k for k in range(_NUM_CELL_INPUTS)]
-    decisions += _micro_cell(cell, cell_base, num_nodes)
+  decisions, init_anchors = cells.two_input_cells(
+      "node", num_nodes, MICRO_OPS, MICRO_GROUP)
   return base.SearchSpace("enas_micro", decisions, init_anchors)
 
 
@@ -109,7 +72,7 @@ def macro_space(num_layers: int = 12) -> base.SearchSpace:
   Returns:
     A space of ``num_layers + num_layers * (num_layers - 1) / 2`` decisions.
   """
-  _check_positive("num_layers", num_layers)
+  cells.check_positive_int("num_layers", num_layers)
   decisions = []
   for i in range(num_layers):
     decisions.append(base.Decision(
@@ -138,7 +101,7 @@ def rnn_space(num_nodes: int = 12) -> base.SearchSpace:
   Returns:
     A space of ``2 * num_nodes - 1`` decisions.
   """
-  _check_positive("num_nodes", num_nodes)
+  cells.check_positive_int("num_nodes", num_nodes)
   decisions = [base.Decision(
       name="node0/act", choices=RNN_ACTIVATIONS, group=RNN_GROUP, anchor=0)]
   for i in range(1, num_nodes):

@@ -17,7 +17,7 @@ cell. The text form and spec are the base class's.
 
 from __future__ import annotations
 
-from nas_jax.spaces import base
+from nas_jax.spaces import base, cells
 
 # Sec. 3: the 13 ops "selected based on their prevalence in the CNN
 # literature", in the paper's order.
@@ -29,33 +29,7 @@ COMBINE = ("add", "concat")
 OP_GROUP = "nasnet_op"
 COMBINE_GROUP = "nasnet_combine"
 
-CELL_TYPES = ("normal", "reduce")
-_NUM_CELL_INPUTS = 2  # h_i and h_{i-1}.
-
-
-def _cell(cell: str, cell_base: int, num_blocks: int) -> list[base.Decision]:
-  """The ``5 * num_blocks`` decisions of one cell.
-
-  The cell's anchor slots start at ``cell_base``: two for its inputs, then
-  one per block, so block ``b`` can point at exactly the ``2 + b`` hidden
-  states that exist when it is designed.
-  """
-  decisions = []
-  for b in range(num_blocks):
-    prefix = f"{cell}/block{b}"
-    for side in ("a", "b"):
-      decisions.append(base.Decision(
-          name=f"{prefix}/input_{side}", kind=base.POINTER,
-          num_inputs=_NUM_CELL_INPUTS + b, anchor_base=cell_base))
-    for side in ("a", "b"):
-      decisions.append(base.Decision(
-          name=f"{prefix}/op_{side}", choices=OPS, group=OP_GROUP))
-    # Step 5 completes the block, so its state stands for the new hidden
-    # state that later blocks may select.
-    decisions.append(base.Decision(
-        name=f"{prefix}/combine", choices=COMBINE, group=COMBINE_GROUP,
-        anchor=cell_base + _NUM_CELL_INPUTS + b))
-  return decisions
+CELL_TYPES = cells.CELL_TYPES
 
 
 def space(num_blocks: int = 5) -> base.SearchSpace:
@@ -68,14 +42,6 @@ def space(num_blocks: int = 5) -> base.SearchSpace:
     A space of ``2 * 5 * num_blocks`` decisions: the normal cell, then the
     reduction cell, each with its own anchor slots.
   """
-  if (not isinstance(num_blocks, int) or isinstance(num_blocks, bool)
-      or num_blocks < 1):
-    raise ValueError(f"num_blocks must be a positive int, got {num_blocks!r}")
-  cell_size = _NUM_CELL_INPUTS + num_blocks
-  decisions = []
-  init_anchors = []
-  for c, cell in enumerate(CELL_TYPES):
-    cell_base = c * cell_size
-    init_anchors += [cell_base + k for k in range(_NUM_CELL_INPUTS)]
-    decisions += _cell(cell, cell_base, num_blocks)
+  decisions, init_anchors = cells.two_input_cells(
+      "block", num_blocks, OPS, OP_GROUP, COMBINE, COMBINE_GROUP)
   return base.SearchSpace("nasnet", decisions, init_anchors)
