@@ -99,6 +99,7 @@ def machine_info() -> dict:
       "date": datetime.datetime.now(datetime.timezone.utc).strftime(
           "%Y-%m-%d %H:%M:%S UTC"),
       "cpu": cpu, "cpu_count": os.cpu_count(),
+      "load_average_1min": os.getloadavg()[0],
       "platform": platform.platform(), "python": platform.python_version(),
       "jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
   }
@@ -106,8 +107,8 @@ def machine_info() -> dict:
 
 def print_header(info: dict):
   print(f"date:    {info['date']}")
-  print(f"machine: {info['cpu']} ({info['cpu_count']} CPUs), "
-        f"{info['platform']}")
+  print(f"machine: {info['cpu']} ({info['cpu_count']} CPUs, 1-min load "
+        f"{info['load_average_1min']:.1f}), {info['platform']}")
   print(f"jax:     {info['jax']}, devices {', '.join(info['devices'])}",
         flush=True)
 
@@ -278,15 +279,17 @@ def main(argv=None) -> int:
                             args.warmup, static)
       rows.append(row)
       print(f"  {space_name} {row['input']} b={b} {row['network']}: first "
-            f"call {row['first_call_s']:.1f}s, median {row['median_step_ms']:.1f} "
+            f"call {row['first_call_s']:.1f}s, median "
+            f"{row['median_step_ms']:.1f} "
             f"ms/step (min {row['min_step_ms']:.1f}, max "
             f"{row['max_step_ms']:.1f}), {row['images_per_s']:,.0f} images/s",
             flush=True)
   print()
   print(format_table(rows))
-  print("\n1st call = trace + XLA compile + one step (once per space and "
-        "input shape; it serves every child of the space); ms/step = median "
-        f"of {args.steps} steps after {args.warmup} warm-up steps.")
+  print("\n1st call = trace + XLA compile + one step: for ChildTrainer once "
+        "per space and input shape (it serves every child of the space), for "
+        "the static reference once per child; ms/step = median of "
+        f"{args.steps} steps after {args.warmup} warm-up steps.")
   if args.out_json:
     pathlib.Path(args.out_json).write_text(json.dumps(
         {"machine": info, "network": {"num_cells": NUM_CELLS,

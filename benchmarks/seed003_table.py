@@ -22,7 +22,7 @@ time. ``benchmarks/seed003_search.py`` reads it.
 Run from the repository root::
 
     PYTHONPATH=. python benchmarks/seed003_table.py                  # digits
-    PYTHONPATH=. python benchmarks/seed003_table.py --quick          # smoke test
+    PYTHONPATH=. python benchmarks/seed003_table.py --quick          # smoke
     PYTHONPATH=. python benchmarks/seed003_table.py --dataset fashion_mnist \\
         --max_train 5000 --epochs 1
 
@@ -84,6 +84,7 @@ def machine_info() -> dict:
       "date": datetime.datetime.now(datetime.timezone.utc).strftime(
           "%Y-%m-%d %H:%M:%S UTC"),
       "cpu": cpu, "cpu_count": os.cpu_count(),
+      "load_average_1min": os.getloadavg()[0],
       "platform": platform.platform(), "python": platform.python_version(),
       "jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
   }
@@ -91,8 +92,8 @@ def machine_info() -> dict:
 
 def print_header(info: dict):
   print(f"date:    {info['date']}")
-  print(f"machine: {info['cpu']} ({info['cpu_count']} CPUs), "
-        f"{info['platform']}")
+  print(f"machine: {info['cpu']} ({info['cpu_count']} CPUs, 1-min load "
+        f"{info['load_average_1min']:.1f}), {info['platform']}")
   print(f"jax:     {info['jax']}, devices {', '.join(info['devices'])}",
         flush=True)
 

@@ -166,13 +166,13 @@ class LSTMPolicy(nn.Module):
       logits = self.tanh_constant * jnp.tanh(logits)
     return logits
 
-  def _choose(self, logits, k, forced_a, width):
-    """Gumbel-max sampling with noise of a fixed ``width``, so the unrolled
-    (exact-size logits) and scanned (padded logits) rollouts agree."""
+  def _choose(self, logits, noise, forced_a):
+    """Gumbel-max sampling; ``noise`` is this decision's row of one
+    ``[T, C]`` Gumbel draw, so the unrolled (exact-size logits) and scanned
+    (padded logits) rollouts agree, and one RNG call serves the rollout."""
     logp_all = jax.nn.log_softmax(logits)
     if forced_a is None:
-      g = jax.random.gumbel(k, (width,))[: logits.shape[0]]
-      a = jnp.argmax(logits + g).astype(jnp.int32)
+      a = jnp.argmax(logits + noise[: logits.shape[0]]).astype(jnp.int32)
     else:
       a = forced_a
     ent = -jnp.sum(jnp.exp(logp_all) * logp_all)
@@ -186,12 +186,14 @@ class LSTMPolicy(nn.Module):
     # the number of decisions, and the steady speed is about the same.
     unroll = (self.unroll if self.unroll is not None
               else forced is None and T <= 96)
-    keys = jax.random.split(key, T) if forced is None else [None] * T
+    C = max(sa.max_choices, 2)
+    noise = (jax.random.gumbel(key, (T, C)) if forced is None
+             else [None] * T)
     if unroll:
-      return self._rollout_unrolled(keys, forced)
-    return self._rollout_scanned(keys, forced)
+      return self._rollout_unrolled(noise, forced)
+    return self._rollout_scanned(noise, forced)
 
-  def _rollout_unrolled(self, keys, forced) -> Rollout:
+  def _rollout_unrolled(self, noise, forced) -> Rollout:
     """Python loop over the static decision list: each step computes only what
     its decision kind needs (one head, one attention slice, or one skip score).
     """
@@ -222,8 +224,8 @@ class LSTMPolicy(nn.Module):
         logits = scores if kind == base.POINTER else jnp.stack(
             [jnp.zeros(()), scores[0]])
       logits = self._shape_logits(logits)
-      a, logp, ent = self._choose(logits, keys[t],
-                                  None if forced is None else forced[t], C)
+      a, logp, ent = self._choose(logits, noise[t],
+                                  None if forced is None else forced[t])
       arch.append(a)
       logps.append(logp)
       ents.append(ent)
@@ -237,7 +239,7 @@ class LSTMPolicy(nn.Module):
     return Rollout(jnp.stack(arch), jnp.sum(jnp.stack(logps)),
                    jnp.sum(jnp.stack(ents)))
 
-  def _rollout_scanned(self, keys, forced) -> Rollout:
+  def _rollout_scanned(self, noise, forced) -> Rollout:
     """One ``lax.scan`` step for every decision: compiles in constant time for
     long decision lists, at the cost of computing every kind's logits."""
     sa = self._sa
@@ -253,7 +255,7 @@ class LSTMPolicy(nn.Module):
           self.init_anchor_h[: len(sa.init_anchors)])
     anchors_proj = anchors_raw @ self.attn_prev
     lstm = tuple((zeros, zeros) for _ in range(self.num_layers))
-    xs = (keys if forced is None else jnp.zeros((T,), jnp.uint32),
+    xs = (noise if forced is None else jnp.zeros((T,), jnp.uint32),
           jnp.zeros((T,), jnp.int32) if forced is None else forced,
           *(jnp.asarray(v) for v in (sa.kind, sa.num_choices, sa.head,
                                      sa.token_offset, sa.attn_base,
@@ -277,7 +279,7 @@ class LSTMPolicy(nn.Module):
                           [op_logits, ptr_logits], skip_logits)
       logits = jnp.where(choice_ids < nc, self._shape_logits(logits), _NEG_INF)
       a, logp, ent = self._choose(logits, k,
-                                  None if forced is None else forced_a, C)
+                                  None if forced is None else forced_a)
       emb = self.embedding[jnp.clip(off + a, 0, sa.num_tokens - 1)]
       inp = jnp.where(kind == base.POINTER,
                       a_raw[jnp.clip(attn_base + a, 0, A - 1)], emb)
