@@ -34,6 +34,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 
 from nas_jax import algorithms
 from nas_jax.controllers import lstm_policy
@@ -108,6 +109,32 @@ def time_update(controller, batch: int, repeats: int) -> dict:
   med, times = _median_time(feedback, (state, archs, rewards), repeats)
   return {"batch": batch, "first_call_s": first, "median_s": med,
           "median_ms": med * 1e3, "repeats": len(times)}
+
+
+def time_lstm_floor(batch: int, steps: int, hidden: int, repeats: int
+                    ) -> dict:
+  """A bare LSTM layer over ``steps`` steps, forward and forward+backward:
+  what the controller update cannot beat on this machine. (Here XLA's CPU
+  backward costs about 5x its forward.)"""
+  w = jax.random.normal(jax.random.key(0), (2 * hidden, 4 * hidden)) * 0.1
+  xs = jax.random.normal(jax.random.key(1), (steps, batch, hidden))
+
+  def total(w):
+    def step(carry, x):
+      c, h = carry
+      i, f, g, o = jnp.split(jnp.concatenate([x, h], -1) @ w, 4, -1)
+      c = jax.nn.sigmoid(f + 1) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+      h = jax.nn.sigmoid(o) * jnp.tanh(c)
+      return (c, h), h
+    zeros = jnp.zeros((batch, hidden))
+    return jnp.sum(jax.lax.scan(step, (zeros, zeros), xs)[1])
+
+  out = {}
+  for name, fn in (("forward", jax.jit(total)),
+                   ("forward+backward", jax.jit(jax.grad(total)))):
+    jax.block_until_ready(fn(w))
+    out[name] = _median_time(fn, (w,), repeats)[0]
+  return out
 
 
 def _cpu_name() -> str:
@@ -225,6 +252,12 @@ def main(argv=None) -> int:
                ("yes" if update["median_ms"] <= update_goal else "no")
                if update_goal else "-",
                f"{update['first_call_s']:.2f} s"))
+  floor = time_lstm_floor(update_batch, space.num_decisions, HIDDEN_SIZE,
+                          repeats_for(update_batch))
+  for name, t in floor.items():
+    rows.append((f"floor: bare LSTM {name}, {update_batch} x "
+                 f"{space.num_decisions} steps", f"{t * 1e3:.2f} ms", "-", "-",
+                 "-", "-"))
   print(_table(head, rows))
   print(f"\nmedian of {', '.join(str(repeats_for(b)) for b in sample_batches)}"
         f" calls (sampling) and {repeats_for(update_batch)} calls (update) "
