@@ -403,3 +403,23 @@ def test_branching_cell_output_is_the_mean_of_loose_ends(residual):
     np.testing.assert_allclose(got, want + (x if residual else 0),
                                rtol=1e-5, atol=1e-5, err_msg=str(arch))
   assert apply._cache_size() == 1
+
+
+def test_child_param_count_counts_only_the_chosen_ops():
+  """conv_3x3 (ReLU-conv-BN: 3*3*C*C kernel + 2C BN) then identity (0), per
+  cell, plus the stem and classifier; a pooling child has only those."""
+  from nas_jax.children.cell_net import child_param_count
+  space = seed003.small_space()
+  c = 4
+  net = cell_net.make_network("seed003_small", num_classes=10, num_cells=2,
+                              channels=c)
+  arch = space.from_text("conv_3x3>identity")
+  params = jax.jit(lambda k: net.init(k, jnp.zeros((1, 8, 8, 1)),
+                                      jnp.asarray(arch), False))(
+                                          jax.random.key(0))["params"]
+  stem_and_head = child_param_count(space, params,
+                                    space.from_text("max_pool_2x2>identity"))
+  per_conv = 3 * 3 * c * c + 2 * c
+  assert child_param_count(space, params, arch) == stem_and_head + 2 * per_conv
+  total = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+  assert child_param_count(space, params, arch) < total

@@ -20,11 +20,12 @@ fix neither of these details: they are our choices, kept small for MNIST.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nas_jax.children import ops as ops_lib
 from nas_jax.spaces import seed003
@@ -236,3 +237,28 @@ def make_network(space_name: str, **kwargs: Any) -> nn.Module:
         f"no child network for space {space_name!r}; known: "
         f"{', '.join(_NETWORKS)}") from None
   return cls(**kwargs)
+
+
+def child_param_count(space, params, arch) -> int:
+  """Parameters of the child ``arch`` itself, not of every candidate op.
+
+  A network holds the weights of all candidates of each ``SwitchOp`` (as
+  ``ops_<k>``); only the chosen one belongs to the child. A switch named
+  ``op1`` / ``node2`` reads the decision of that name (or ``node2/op``).
+  """
+  arch = space.validate(arch)
+  index = {d.name: t for t, d in enumerate(space.decisions)}
+
+  def count(tree, name=None):
+    if not isinstance(tree, Mapping):
+      return int(np.prod(np.shape(tree)))
+    if any(k.startswith("ops_") for k in tree):
+      t = index.get(name, index.get(f"{name}/op"))
+      if t is None:
+        raise ValueError(f"switch {name!r} matches no decision of "
+                         f"{space.name!r}")
+      chosen = tree.get(f"ops_{int(arch[t])}")
+      return 0 if chosen is None else count(chosen)
+    return sum(count(v, k) for k, v in tree.items())
+
+  return count(params)

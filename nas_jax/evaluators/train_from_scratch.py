@@ -20,6 +20,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from nas_jax.children import cell_net
 from nas_jax.data import pipeline
 from nas_jax.evaluators.tabular import Evaluation
 from nas_jax.parallel import mesh as mesh_lib
@@ -176,8 +177,7 @@ class ChildTrainer:
                                      x, y))
     acc = correct / len(ds.val_labels)
     train_loss = float(jnp.mean(jnp.stack(losses)))
-    num_params = sum(int(np.prod(p.shape))
-                     for p in jax.tree.leaves(state.params))
+    num_params = cell_net.child_param_count(self.space, state.params, arch)
     return ChildResult(acc, train_loss, time.perf_counter() - t0, num_params)
 
   def _place(self, images: np.ndarray, labels: np.ndarray, pad: bool = False
