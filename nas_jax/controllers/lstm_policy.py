@@ -119,7 +119,8 @@ class LSTMPolicy(nn.Module):
     init_scale: half-width of the uniform initialiser (ENAS: 0.1).
     unroll: trace one specialised step per decision (fast to run; compile
       time grows with the number of decisions) or scan one generic step.
-      None: unrolled sampling for up to 96 decisions, scanned re-scoring.
+      None: unrolled sampling for up to 96 decisions and re-scoring for up
+      to 32, scanned beyond.
   """
 
   space: base.SearchSpace
@@ -128,7 +129,7 @@ class LSTMPolicy(nn.Module):
   temperature: float = 1.0
   tanh_constant: float | None = None
   init_scale: float = 0.1
-  unroll: bool | None = None  # None: unroll sampling of <= 96 decisions
+  unroll: bool | None = None  # None: see the class docstring
 
   def setup(self):
     sa = SpaceArrays.from_space(self.space)
@@ -181,11 +182,11 @@ class LSTMPolicy(nn.Module):
   def _rollout(self, key: jax.Array, forced: jax.Array | None) -> Rollout:
     sa = self._sa
     T = len(sa.kind)
-    # Sampling is unrolled (faster steps); re-scoring, which is also
-    # differentiated, is scanned: its compile time then does not grow with
-    # the number of decisions, and the steady speed is about the same.
+    # Unrolled steps run faster (sampling 2x, the re-scoring gradient 1.5x
+    # on ENAS's 23 decisions) but compile in time growing with T, much
+    # faster for the differentiated re-scoring; hence the two limits.
     unroll = (self.unroll if self.unroll is not None
-              else forced is None and T <= 96)
+              else T <= (96 if forced is None else 32))
     C = max(sa.max_choices, 2)
     noise = (jax.random.gumbel(key, (T, C)) if forced is None
              else [None] * T)
