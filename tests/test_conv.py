@@ -146,3 +146,20 @@ def test_bias_matches_flax_conv():
 def test_rejects_mismatched_channels():
   with pytest.raises(ValueError, match="channels do not match"):
     conv.conv2d(jnp.zeros((1, 4, 4, 3)), jnp.zeros((3, 3, 2, 4)))
+
+
+@pytest.mark.parametrize("depthwise_as_shifts", [True, False])
+@pytest.mark.parametrize("groups,cout", [(2, 6), (4, 4), (4, 8)])
+def test_grouped_convolutions(monkeypatch, groups, cout, depthwise_as_shifts):
+  """Both depthwise code paths, and groups with several channels each."""
+  monkeypatch.setattr(conv, "_DEPTHWISE_AS_SHIFTS", depthwise_as_shifts)
+  kx, kk, kg = jax.random.split(jax.random.key(6), 3)
+  x = jax.random.normal(kx, (2, 7, 8, 4))
+  for (kh, kw), d in (((3, 3), 1), ((5, 5), 1), ((3, 3), 2), ((1, 7), 1)):
+    kernel = jax.random.normal(kk, (kh, kw, 4 // groups, cout))
+    g = jax.random.normal(kg, (2, 7, 8, cout))
+    _assert_close(_ours(x, kernel, d, groups),
+                  _reference(x, kernel, d, groups))
+    for ours, ref in zip(_grads(_ours, x, kernel, g, d, groups),
+                         _grads(_reference, x, kernel, g, d, groups)):
+      _assert_close(ours, ref)

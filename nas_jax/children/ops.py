@@ -46,6 +46,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from nas_jax.children import conv as conv_lib
+
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
@@ -81,8 +83,8 @@ class ReLUConvBN(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     x = nn.relu(x)
     # No bias: the BN that follows has its own shift.
-    x = nn.Conv(self.channels, self.kernel_size, padding="SAME",
-                kernel_dilation=self.dilation, use_bias=False)(x)
+    x = conv_lib.Conv(self.channels, self.kernel_size,
+                      dilation=self.dilation)(x)
     return _batch_norm(train)(x)
 
 
@@ -100,10 +102,8 @@ class FactorizedConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     x = nn.relu(x)
-    x = nn.Conv(self.channels, (1, self.kernel), padding="SAME",
-                use_bias=False)(x)
-    x = nn.Conv(self.channels, (self.kernel, 1), padding="SAME",
-                use_bias=False)(x)
+    x = conv_lib.Conv(self.channels, (1, self.kernel))(x)
+    x = conv_lib.Conv(self.channels, (self.kernel, 1))(x)
     return _batch_norm(train)(x)
 
 
@@ -131,9 +131,9 @@ class SepConv(nn.Module):
     for _ in range(self.repeats):
       x = nn.relu(x)
       # feature_group_count == channels makes the conv depthwise.
-      x = nn.Conv(x.shape[-1], (self.kernel, self.kernel), padding="SAME",
-                  feature_group_count=x.shape[-1], use_bias=False)(x)
-      x = nn.Conv(self.channels, (1, 1), use_bias=False)(x)
+      x = conv_lib.Conv(x.shape[-1], (self.kernel, self.kernel),
+                        feature_group_count=x.shape[-1])(x)
+      x = conv_lib.Conv(self.channels, (1, 1))(x)
       x = _batch_norm(train)(x)
     return x
 
@@ -263,7 +263,7 @@ class Stem(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool) -> jax.Array:
-    x = nn.Conv(self.channels, (3, 3), padding="SAME", use_bias=False)(images)
+    x = conv_lib.Conv(self.channels, (3, 3))(images)
     return _batch_norm(train)(x)
 
 
