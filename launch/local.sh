@@ -27,40 +27,17 @@
 # Resuming: re-running the same command with the same WORKDIR resumes the
 # search from the checkpoint in WORKDIR (a killed or preempted run continues
 # where it stopped and, with the same seed, reaches the same result). Runs
-# that execute whole under jit (the tabular searches) keep no checkpoint and
-# simply run again. Use a new WORKDIR to start over.
+# that execute whole under jit (the tabular searches) checkpoint between
+# chunks of their jitted loop. Use a new WORKDIR to start over.
 #
 # Example:
 #   launch/local.sh experiments/configs/nasbench201.py:reinforce \
 #     runs/nb201_reinforce --config.seed=1
 set -euo pipefail
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-
-usage() {
-  awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' \
-    "${BASH_SOURCE[0]}"
-}
-
-die_usage() {
-  echo "error: $*" >&2
-  echo >&2
-  usage >&2
-  exit 2
-}
-
-# Prints its arguments as one shell command line (quoted only where needed).
-quote() {
-  local a out=()
-  for a in "$@"; do
-    if [[ -n $a && $a =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then
-      out+=("$a")
-    else
-      out+=("'${a//\'/\'\\\'\'}'")
-    fi
-  done
-  echo "${out[*]}"
-}
+SCRIPT=${BASH_SOURCE[0]}
+# shellcheck source=launch/lib/common.sh
+. "$(dirname "$SCRIPT")/lib/common.sh"
 
 dry_run=0
 positional=()

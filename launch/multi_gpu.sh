@@ -45,32 +45,9 @@
 #     runs/digits_large
 set -euo pipefail
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-
-usage() {
-  awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' \
-    "${BASH_SOURCE[0]}"
-}
-
-die_usage() {
-  echo "error: $*" >&2
-  echo >&2
-  usage >&2
-  exit 2
-}
-
-# Prints its arguments as one shell command line (quoted only where needed).
-quote() {
-  local a out=()
-  for a in "$@"; do
-    if [[ -n $a && $a =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then
-      out+=("$a")
-    else
-      out+=("'${a//\'/\'\\\'\'}'")
-    fi
-  done
-  echo "${out[*]}"
-}
+SCRIPT=${BASH_SOURCE[0]}
+# shellcheck source=launch/lib/common.sh
+. "$(dirname "$SCRIPT")/lib/common.sh"
 
 dry_run=0
 gpus=""

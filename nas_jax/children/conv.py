@@ -34,7 +34,7 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 
 # Depthwise convolutions (one channel per group) as shifted multiply-adds
 # instead of grouped convolutions; see _forward for why.
-_DEPTHWISE_AS_SHIFTS = True
+_DEPTHWISE_AS_SHIFTS = False
 
 
 def _same_padding(kernel_hw: Sequence[int],
