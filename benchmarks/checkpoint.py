@@ -12,11 +12,10 @@ as many again) with SGD momentum. Medians over repeats after one warm-up.
 """
 
 import argparse
-import datetime
 import os
-import platform
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 
@@ -28,6 +27,9 @@ from nas_jax import algorithms
 from nas_jax.checkpoint import Checkpointer
 from nas_jax.controllers import make_controller
 from nas_jax.spaces import registry
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  (benchmarks/common.py)
 
 
 def _dir_bytes(path):
@@ -106,9 +108,8 @@ def main():
   a = p.parse_args()
   if a.quick:
     a.shared_params, a.repeats, a.rounds = 10_000, 2, 20
-  print(f"# checkpoint benchmark, {datetime.date.today()}, "
-        f"{platform.machine()} {os.cpu_count()} CPUs, jax {jax.__version__}, "
-        f"{jax.devices()[0].platform}")
+  print("# checkpoint benchmark")
+  common.print_header(common.machine_info())
   state = enas_sized_state(a.shared_params, jax.random.key(0))
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(
       jax.tree.map(lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(

@@ -44,11 +44,9 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
@@ -63,6 +61,9 @@ from nas_jax.children import ops as ops_lib
 from nas_jax.data import datasets
 from nas_jax.evaluators import train_from_scratch
 from nas_jax.spaces import seed003
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  (benchmarks/common.py)
 
 # experiments/configs/seed003_digits.py: network and child optimiser.
 NUM_CELLS = 2
@@ -83,34 +84,6 @@ CONFIGS = (  # (space name, input shape)
     ("seed003_large", (32, 32, 3)),
 )
 WARMUP_STEPS = 3
-
-
-def machine_info() -> dict:
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
-  return {
-      "date": datetime.datetime.now(datetime.timezone.utc).strftime(
-          "%Y-%m-%d %H:%M:%S UTC"),
-      "cpu": cpu, "cpu_count": os.cpu_count(),
-      "load_average_1min": os.getloadavg()[0],
-      "platform": platform.platform(), "python": platform.python_version(),
-      "jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
-  }
-
-
-def print_header(info: dict):
-  print(f"date:    {info['date']}")
-  print(f"machine: {info['cpu']} ({info['cpu_count']} CPUs, 1-min load "
-        f"{info['load_average_1min']:.1f}), {info['platform']}")
-  print(f"jax:     {info['jax']}, devices {', '.join(info['devices'])}",
-        flush=True)
 
 
 def synthetic_dataset(shape: tuple[int, int, int], n: int,
@@ -219,10 +192,7 @@ def format_table(rows: list[dict]) -> str:
             str(r["batch_size"]),
             f"{r['first_call_s']:.1f}", f"{r['median_step_ms']:.1f}",
             f"{r['images_per_s']:,.0f}") for r in rows]
-  widths = [max(len(x[i]) for x in [head] + lines) for i in range(len(head))]
-  fmt = lambda row: " | ".join(c.ljust(w) for c, w in zip(row, widths))
-  return "\n".join([fmt(head), "-+-".join("-" * w for w in widths)]
-                   + [fmt(l) for l in lines])
+  return common.text_table(head, lines)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -261,8 +231,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  info = machine_info()
-  print_header(info)
+  info = common.machine_info()
+  common.print_header(info)
   print(f"network: num_cells={NUM_CELLS}, channels={CHANNELS}, "
         f"{NUM_CLASSES} classes (experiments/configs/seed003_digits.py); "
         f"child optimiser {OPTIMIZER} lr {LEARNING_RATE} wd {WEIGHT_DECAY}; "

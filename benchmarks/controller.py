@@ -24,11 +24,9 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
@@ -39,6 +37,9 @@ import jax.numpy as jnp
 from nas_jax import algorithms
 from nas_jax.controllers import lstm_policy
 from nas_jax.spaces import base
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  (benchmarks/common.py)
 
 # ENAS RNN controller settings (Pham et al. 2018, Sec. 3.1 / the released code).
 NUM_NODES = 12
@@ -137,46 +138,6 @@ def time_lstm_floor(batch: int, steps: int, hidden: int, repeats: int
   return out
 
 
-def _cpu_name() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
-def _load_average() -> float | None:
-  try:
-    return round(os.getloadavg()[0], 2)
-  except (AttributeError, OSError):
-    return None
-
-
-def machine_info() -> dict:
-  return {
-      "date": datetime.datetime.now(datetime.timezone.utc).strftime(
-          "%Y-%m-%d %H:%M:%S UTC"),
-      "cpu": _cpu_name(),
-      "cpu_count": os.cpu_count(),
-      "platform": platform.platform(),
-      "python": platform.python_version(),
-      "jax": jax.__version__,
-      "devices": [str(d) for d in jax.devices()],
-      "load_average_1m": _load_average(),
-  }
-
-
-def _table(head, rows) -> str:
-  widths = [max(len(str(r[i])) for r in [head] + rows)
-            for i in range(len(head))]
-  fmt = lambda row: " | ".join(str(c).ljust(w) for c, w in zip(row, widths))
-  return "\n".join([fmt(head), "-+-".join("-" * w for w in widths)]
-                   + [fmt(r) for r in rows])
-
-
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(
       description=__doc__.split("\n\n")[0],
@@ -211,13 +172,8 @@ def main(argv=None) -> int:
       return args.repeats
     return 200 if batch == 1 else 50 if batch <= 64 else 20
 
-  info = machine_info()
-  print(f"date:    {info['date']}")
-  print(f"machine: {info['cpu']} ({info['cpu_count']} CPUs), "
-        f"{info['platform']}")
-  print(f"jax:     {info['jax']}, devices {', '.join(info['devices'])}")
-  print(f"load:    {info['load_average_1m']} (1-minute load average at start;"
-        " timings are wall-clock)")
+  info = common.machine_info()
+  common.print_header(info, [common.WALL_CLOCK_NOTE])
   space = enas_rnn_space(num_nodes)
   controller = make_controller(space)
   params = controller.init(jax.random.key(0))
@@ -258,7 +214,7 @@ def main(argv=None) -> int:
     rows.append((f"floor: bare LSTM {name}, {update_batch} x "
                  f"{space.num_decisions} steps", f"{t * 1e3:.2f} ms", "-", "-",
                  "-", "-"))
-  print(_table(head, rows))
+  print(common.text_table(head, rows))
   print(f"\nmedian of {', '.join(str(repeats_for(b)) for b in sample_batches)}"
         f" calls (sampling) and {repeats_for(update_batch)} calls (update) "
         "after one warm-up call.")

@@ -26,16 +26,13 @@ nb201_cifar10.csv, else ``nas_jax.data.nasbench201.default_path()``
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import math
 import os
 import pathlib
-import platform
 import statistics
 import sys
-import time
 
 import jax
 import numpy as np
@@ -45,6 +42,9 @@ from nas_jax.controllers import lstm_policy
 from nas_jax.data import nasbench201 as nb201_data
 from nas_jax.evaluators import tabular
 from nas_jax.train import search as search_lib
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  (benchmarks/common.py)
 
 # -- protocol ----------------------------------------------------------------
 
@@ -162,14 +162,8 @@ def run_algorithm(name: str, evaluator, table, keys, repeats: int, **hp):
   """Runs ``len(keys)`` searches in one call, then ``repeats`` timed calls."""
   algo = make_algorithm(name, evaluator.space, **hp)
   fn = make_batched_search(algo, evaluator, table)
-  t0 = time.perf_counter()
-  result = jax.block_until_ready(fn(keys))
-  first_s = time.perf_counter() - t0
-  steady = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(keys))
-    steady.append(time.perf_counter() - t0)
+  result, first_s, steady = common.time_first_and_repeats(fn, (keys,),
+                                                          repeats)
   test = np.asarray(evaluator.lookup(REPORT_COLUMN, result.best_arch),
                     np.float64)
   return {
@@ -188,48 +182,6 @@ def run_algorithm(name: str, evaluator, table, keys, repeats: int, **hp):
 
 
 # -- reporting -----------------------------------------------------------------
-
-
-def _cpu_name() -> str:
-  name = platform.processor()
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return name or platform.machine()
-
-
-def _load_average() -> float | None:
-  try:
-    return round(os.getloadavg()[0], 2)
-  except (AttributeError, OSError):
-    return None
-
-
-def machine_info() -> dict:
-  return {
-      "date": datetime.datetime.now(datetime.timezone.utc).strftime(
-          "%Y-%m-%d %H:%M:%S UTC"),
-      "cpu": _cpu_name(),
-      "cpu_count": os.cpu_count(),
-      "platform": platform.platform(),
-      "python": platform.python_version(),
-      "jax": jax.__version__,
-      "devices": [str(d) for d in jax.devices()],
-      "load_average_1m": _load_average(),
-  }
-
-
-def print_header(info: dict):
-  print(f"date:    {info['date']}")
-  print(f"machine: {info['cpu']} ({info['cpu_count']} CPUs), "
-        f"{info['platform']}")
-  print(f"jax:     {info['jax']}, devices {', '.join(info['devices'])}")
-  print(f"load:    {info['load_average_1m']} (1-minute load average at start;"
-        " timings are wall-clock)")
 
 
 def hyperparameters() -> dict:
@@ -267,11 +219,7 @@ def format_table(rows: list[dict], best_in_table: float) -> str:
     ))
   lines.append(("best in space", f"{best_in_table:.2f}",
                 f"{PUBLISHED_BEST_IN_SPACE:.2f}", "", "", ""))
-  widths = [max(len(str(x[i])) for x in [head] + lines)
-            for i in range(len(head))]
-  fmt = lambda row: " | ".join(str(c).ljust(w) for c, w in zip(row, widths))
-  sep = "-+-".join("-" * w for w in widths)
-  return "\n".join([fmt(head), sep] + [fmt(l) for l in lines])
+  return common.text_table(head, lines)
 
 
 # -- main ----------------------------------------------------------------------
@@ -302,13 +250,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   args = p.parse_args(argv)
   if args.quick:
     args.runs, args.repeats = 4, 1
-  names = []
-  for n in args.algorithms.split(","):
-    n = _ALIASES.get(n.strip().lower(), n.strip().lower())
-    if n and n not in ALGORITHMS:
-      p.error(f"unknown algorithm {n!r}; choose from {', '.join(ALGORITHMS)}")
-    if n:
-      names.append(n)
+  names = common.parse_algorithm_names(p, args.algorithms, ALGORITHMS,
+                                       _ALIASES)
   if not names:
     p.error("--algorithms is empty")
   if args.runs < 1 or args.repeats < 0:
@@ -339,8 +282,8 @@ def main(argv=None) -> int:
                                   epochs_charged=EPOCHS_CHARGED)
   best_in_table = float(np.max(getattr(table, REPORT_COLUMN)))
 
-  info = machine_info()
-  print_header(info)
+  info = common.machine_info()
+  common.print_header(info, [common.WALL_CLOCK_NOTE])
   print(f"protocol: NAS-Bench-201 CIFAR-10, reward {REWARD_COLUMN}, budget "
         f"{TIME_BUDGET_S:,.0f} s simulated ({EPOCHS_CHARGED:g} epochs charged "
         f"per evaluation), report {REPORT_COLUMN}; {args.runs} runs per "

@@ -40,15 +40,12 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
 import pathlib
-import platform
 import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +56,9 @@ from nas_jax.controllers import lstm_policy
 from nas_jax.evaluators import tabular
 from nas_jax.spaces import seed003
 from nas_jax.train import search as search_lib
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  (benchmarks/common.py)
 
 DEFAULT_TABLE = (pathlib.Path(__file__).resolve().parent / "results"
                  / "seed003_small_digits.json")
@@ -243,14 +243,8 @@ def run_algorithm(name: str, evaluator, keys, max_evals: int,
   search = search_lib.make_search(algo, evaluator, space.num_decisions,
                                   max_evals=max_evals)
   fn = jax.jit(jax.vmap(search))
-  t0 = time.perf_counter()
-  result = jax.block_until_ready(fn(keys))
-  first_s = time.perf_counter() - t0
-  steady = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(keys))
-    steady.append(time.perf_counter() - t0)
+  result, first_s, steady = common.time_first_and_repeats(fn, (keys,),
+                                                          repeats)
   indices = np.asarray(jax.vmap(jax.vmap(space.index))(result.archs))
   rewards, num_evals = np.asarray(result.rewards), np.asarray(result.num_evals)
   seen = [len(np.unique(indices[r, :int(n)]))
@@ -268,34 +262,6 @@ def run_algorithm(name: str, evaluator, keys, max_evals: int,
 # -- reporting ----------------------------------------------------------------
 
 
-def machine_info() -> dict:
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
-  return {
-      "date": datetime.datetime.now(datetime.timezone.utc).strftime(
-          "%Y-%m-%d %H:%M:%S UTC"),
-      "cpu": cpu, "cpu_count": os.cpu_count(),
-      "load_average_1min": os.getloadavg()[0],
-      "platform": platform.platform(), "python": platform.python_version(),
-      "jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
-  }
-
-
-def print_header(info: dict):
-  print(f"date:    {info['date']}")
-  print(f"machine: {info['cpu']} ({info['cpu_count']} CPUs, 1-min load "
-        f"{info['load_average_1min']:.1f}), {info['platform']}")
-  print(f"jax:     {info['jax']}, devices {', '.join(info['devices'])}",
-        flush=True)
-
-
 def format_table(rows: list[dict], label: str, rnd: dict) -> str:
   head = ("algorithm", "median", "mean", "90th pct", "failures",
           "median proposals", "median / random's", "1st call (s)")
@@ -310,10 +276,7 @@ def format_table(rows: list[dict], label: str, rnd: dict) -> str:
         f"{r['first_call_s']:.2f}"))
   lines.append(("random, exact", f"{rnd['median']}", f"{rnd['mean']:.2f}",
                 f"{rnd['p90']}", "0", "", "1.00", ""))
-  widths = [max(len(x[i]) for x in [head] + lines) for i in range(len(head))]
-  fmt = lambda row: " | ".join(c.ljust(w) for c, w in zip(row, widths))
-  return "\n".join([fmt(head), "-+-".join("-" * w for w in widths)]
-                   + [fmt(l) for l in lines])
+  return common.text_table(head, lines)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -338,13 +301,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   args = p.parse_args(argv)
   if args.quick:
     args.runs, args.max_evals, args.repeats = 8, 50, 0
-  names = []
-  for n in args.algorithms.split(","):
-    n = _ALIASES.get(n.strip().lower(), n.strip().lower())
-    if n and n not in ALGORITHMS:
-      p.error(f"unknown algorithm {n!r}; choose from {', '.join(ALGORITHMS)}")
-    if n:
-      names.append(n)
+  names = common.parse_algorithm_names(p, args.algorithms, ALGORITHMS,
+                                       _ALIASES)
   if not names or args.runs < 1 or args.max_evals < 1 or args.repeats < 0:
     p.error("need >= 1 algorithm, --runs >= 1, --max_evals >= 1, "
             "--repeats >= 0")
@@ -362,8 +320,8 @@ def targets(val: np.ndarray, num_val: int) -> dict[str, float]:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  info = machine_info()
-  print_header(info)
+  info = common.machine_info()
+  common.print_header(info)
   try:
     table = load_table(args.table)
   except (OSError, ValueError, KeyError) as e:

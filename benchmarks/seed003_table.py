@@ -33,11 +33,9 @@ is given.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
-import platform
 import re
 import statistics
 import sys
@@ -52,6 +50,9 @@ from nas_jax.data import datasets
 from nas_jax.data import pipeline
 from nas_jax.evaluators import train_from_scratch
 from nas_jax.spaces import seed003
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  (benchmarks/common.py)
 
 # The settings of experiments/configs/seed003_digits.py (network and child).
 NUM_CELLS = 2
@@ -68,34 +69,6 @@ BATCH_SIZE = 32
 # The child whose val accuracy is re-checked against
 # ChildTrainer.train_and_evaluate (this script's loop must reproduce it).
 VERIFY_TEXT = "conv_3x3>conv_3x3"
-
-
-def machine_info() -> dict:
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
-  return {
-      "date": datetime.datetime.now(datetime.timezone.utc).strftime(
-          "%Y-%m-%d %H:%M:%S UTC"),
-      "cpu": cpu, "cpu_count": os.cpu_count(),
-      "load_average_1min": os.getloadavg()[0],
-      "platform": platform.platform(), "python": platform.python_version(),
-      "jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
-  }
-
-
-def print_header(info: dict):
-  print(f"date:    {info['date']}")
-  print(f"machine: {info['cpu']} ({info['cpu_count']} CPUs, 1-min load "
-        f"{info['load_average_1min']:.1f}), {info['platform']}")
-  print(f"jax:     {info['jax']}, devices {', '.join(info['devices'])}",
-        flush=True)
 
 
 _SWITCH = re.compile(r"^op(\d+)$")
@@ -210,8 +183,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  info = machine_info()
-  print_header(info)
+  info = common.machine_info()
+  common.print_header(info)
   t_start = time.perf_counter()
   try:
     ds = datasets.load(args.dataset, data_dir=args.data_dir,
