@@ -12,8 +12,11 @@ forward convolution is not affected.
 :func:`conv2d` therefore defines its VJP with :func:`jax.custom_vjp` and
 writes both gradients as ordinary ``NHWC``/``HWIO`` convolutions (with
 explicit transposes where the roles of the axes change), a form the CPU
-backend runs fast wherever it appears. The values are the same as autodiff's;
-``tests/test_conv.py`` checks them against ``jax.grad`` of
+backend runs fast wherever it appears. Depthwise convolutions (one channel
+per group, as in ``SepConv``) are slow on XLA:CPU as grouped convolutions
+anywhere, forward included, so for them the forward and both gradients are
+sums of shifted slices instead (``_DEPTHWISE_AS_SHIFTS``). The values are
+autodiff's; ``tests/test_conv.py`` checks them against ``jax.grad`` of
 ``lax.conv_general_dilated`` and :class:`flax.linen.Conv`.
 
 Only what the op library uses is supported: stride 1, ``SAME`` padding, a
@@ -34,7 +37,7 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 
 # Depthwise convolutions (one channel per group) as shifted multiply-adds
 # instead of grouped convolutions; see _forward for why.
-_DEPTHWISE_AS_SHIFTS = False
+_DEPTHWISE_AS_SHIFTS = True
 
 
 def _same_padding(kernel_hw: Sequence[int],
@@ -198,7 +201,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, *,
 
 
 class Conv(nn.Module):
-  """Drop-in for ``nn.Conv(..., padding="SAME")`` at stride 1, via :func:`conv2d`.
+  """A drop-in for stride-1 ``nn.Conv(padding="SAME")``, via :func:`conv2d`.
 
   The parameters (``kernel [kh, kw, C_in / groups, features]`` and optional
   ``bias [features]``) have ``nn.Conv``'s names, shapes and initializers, so
