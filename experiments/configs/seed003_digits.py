@@ -24,7 +24,7 @@ def get_config(variant: str = "ppo") -> ml_collections.ConfigDict:
   c.space = "seed003_large" if variant == "large" else "seed003_small"
   c.space_kwargs = {}
   c.algorithm = "ppo" if variant == "large" else variant
-  c.num_rounds = 6
+  c.num_rounds = 12
   c.data_parallel = False  # shard each child's batches over local devices
   c.checkpoint_every = 1  # rounds; a killed run resumes after the last one
   c.keep = 3              # checkpoints kept in <workdir>/checkpoints
