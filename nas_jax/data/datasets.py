@@ -448,6 +448,12 @@ class _TfdsSplit:
   def _read(self, keys: np.ndarray) -> Sequence[dict[str, Any]]:
     try:
       return self._source.__getitems__(keys.tolist())
+    except ImportError as e:
+      # A missing image decoder is an install problem, not a bad file.
+      raise ImportError(
+          f"Cannot decode the {self._name} images: {e} (nas_jax installs "
+          "pillow; reinstall with `pip install -e .` or "
+          "`pip install pillow`).") from e
     except Exception as e:  # pylint: disable=broad-except
       # array_record's errors name neither the file nor the data set.
       with _TFDS_CACHE_LOCK:  # So that a replaced file is re-opened.
