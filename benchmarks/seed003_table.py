@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import pathlib
-import re
 import statistics
 import sys
 import time
@@ -47,7 +46,6 @@ import numpy as np
 
 from nas_jax.children import cell_net
 from nas_jax.data import datasets
-from nas_jax.data import pipeline
 from nas_jax.evaluators import train_from_scratch
 from nas_jax.spaces import seed003
 
@@ -67,75 +65,26 @@ SPLIT_SEED = 0
 EPOCHS = 4
 BATCH_SIZE = 32
 # The child whose val accuracy is re-checked against
-# ChildTrainer.train_and_evaluate (this script's loop must reproduce it).
+# ChildTrainer.train_and_evaluate (a guard that both use one loop).
 VERIFY_TEXT = "conv_3x3>conv_3x3"
 
 
-_SWITCH = re.compile(r"^op(\d+)$")
-_OPS_K = re.compile(r"^ops_(\d+)$")
-
-
-def child_num_params(params, arch) -> int:
-  """Weights the child ``arch`` actually uses: the stem, the classifier and,
-  in every cell, only the chosen op of each ``SwitchOp`` (``op1``, ``op2``).
-  """
-  arch = np.asarray(arch)
-  total = 0
-  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    names = [getattr(p, "key", str(p)) for p in path]
-    keep = True
-    for a, b in zip(names, names[1:]):
-      m, k = _SWITCH.match(str(a)), _OPS_K.match(str(b))
-      if m and k and int(k.group(1)) != int(arch[int(m.group(1)) - 1]):
-        keep = False
-    if keep:
-      total += int(np.prod(leaf.shape))
-  return total
-
-
-def accuracy(trainer, state, arch_j, images, labels) -> float:
-  """Accuracy of trained weights on a split, with the trainer's eval step."""
-  ds = trainer.dataset
-  correct = 0
-  for x, y in pipeline.batches(images, labels, trainer.eval_batch_size,
-                               seed=0, epoch=0, shuffle=False,
-                               drop_remainder=False):
-    x, y = trainer._place(ds.normalize(x), y, pad=True)
-    correct += int(trainer._eval_step(state.params, state.batch_stats, arch_j,
-                                      x, y))
-  return correct / len(labels)
-
-
 def train_child(trainer: train_from_scratch.ChildTrainer, arch) -> dict:
-  """``ChildTrainer.train_and_evaluate``'s loop (same keys, batches and
-  jitted steps, so the same val accuracy), keeping the trained state so that
-  the test split can be scored too."""
+  """Trains one child with the trainer's own loop (so its val accuracy is
+  ``train_and_evaluate``'s) and also scores the test split."""
   space = trainer.space
   arch = space.validate(arch)
   t0 = time.perf_counter()
-  k_init, k_aug = jax.random.split(trainer.child_key(arch))
-  arch_j = jnp.asarray(arch)
-  state = trainer._init(k_init, arch_j)
+  state, train_loss = trainer.train(arch)
   ds = trainer.dataset
-  losses = []
-  for epoch in range(trainer.epochs):
-    losses = []
-    for i, (x, y) in enumerate(pipeline.batches(
-        ds.train_images, ds.train_labels, trainer.batch_size,
-        seed=trainer.seed, epoch=epoch)):
-      step_key = jax.random.fold_in(k_aug, epoch * trainer.steps_per_epoch + i)
-      x, y = trainer._place(ds.normalize(x), y)
-      state, loss = trainer._train_step(state, arch_j, x, y, step_key)
-      losses.append(loss)
-  val = accuracy(trainer, state, arch_j, ds.val_images, ds.val_labels)
-  test = accuracy(trainer, state, arch_j, ds.test_images, ds.test_labels)
-  train_loss = float(jnp.mean(jnp.stack(losses)))
+  val = trainer.accuracy(state, arch, ds.val_images, ds.val_labels)
+  test = trainer.accuracy(state, arch, ds.test_images, ds.test_labels)
   return {
       "text": space.to_text(arch),
-      "index": int(space.index(arch_j)),
+      "index": int(space.index(jnp.asarray(arch))),
       "val_acc": val, "test_acc": test, "train_loss": train_loss,
       "seconds": time.perf_counter() - t0,
-      "num_params": child_num_params(state.params, arch),
+      "num_params": cell_net.child_param_count(space, state.params, arch),
       "supernet_params": sum(int(np.prod(p.shape))
                              for p in jax.tree.leaves(state.params)),
   }

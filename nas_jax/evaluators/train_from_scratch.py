@@ -150,11 +150,11 @@ class ChildTrainer:
     return jax.random.fold_in(jax.random.key(self.seed),
                               zlib.crc32(text.encode()) & 0x7FFFFFFF)
 
-  def train_and_evaluate(self, arch) -> ChildResult:
+  def train(self, arch) -> tuple[ChildState, float]:
+    """Trains child ``arch`` from its seeded init; returns the trained state
+    and the mean training loss of the last epoch."""
     arch = self.space.validate(arch)
-    t0 = time.perf_counter()
-    key = self.child_key(arch)
-    k_init, k_aug = jax.random.split(key)
+    k_init, k_aug = jax.random.split(self.child_key(arch))
     arch_j = jnp.asarray(arch)
     state = self._init(k_init, arch_j)
     ds = self.dataset
@@ -168,15 +168,27 @@ class ChildTrainer:
         x, y = self._place(ds.normalize(x), y)
         state, loss = self._train_step(state, arch_j, x, y, step_key)
         losses.append(loss)
+    return state, float(jnp.mean(jnp.stack(losses)))
+
+  def accuracy(self, state: ChildState, arch, images, labels) -> float:
+    """Accuracy of a trained child on uint8 ``images`` (e.g. a val or test
+    split of the dataset)."""
+    arch_j = jnp.asarray(self.space.validate(arch))
     correct = 0
-    for x, y in pipeline.batches(ds.val_images, ds.val_labels,
-                                 self.eval_batch_size, seed=0, epoch=0,
-                                 shuffle=False, drop_remainder=False):
-      x, y = self._place(ds.normalize(x), y, pad=True)
+    for x, y in pipeline.batches(images, labels, self.eval_batch_size,
+                                 seed=0, epoch=0, shuffle=False,
+                                 drop_remainder=False):
+      x, y = self._place(self.dataset.normalize(x), y, pad=True)
       correct += int(self._eval_step(state.params, state.batch_stats, arch_j,
                                      x, y))
-    acc = correct / len(ds.val_labels)
-    train_loss = float(jnp.mean(jnp.stack(losses)))
+    return correct / len(labels)
+
+  def train_and_evaluate(self, arch) -> ChildResult:
+    arch = self.space.validate(arch)
+    t0 = time.perf_counter()
+    state, train_loss = self.train(arch)
+    ds = self.dataset
+    acc = self.accuracy(state, arch, ds.val_images, ds.val_labels)
     num_params = cell_net.child_param_count(self.space, state.params, arch)
     return ChildResult(acc, train_loss, time.perf_counter() - t0, num_params)
 
