@@ -47,13 +47,7 @@ while (($#)); do
     -h | --help) usage; exit 0 ;;
     --dry-run) dry_run=1 ;;
     --) shift; passthrough+=("$@"); break ;;
-    *)
-      if ((${#positional[@]} < 2)) && [[ $1 != -* ]]; then
-        positional+=("$1")
-      else
-        passthrough+=("$1")
-      fi
-      ;;
+    *) collect_arg "$1" ;;
   esac
   shift
 done
@@ -61,10 +55,7 @@ done
 config=${positional[0]}
 workdir=${positional[1]}
 
-python=${PYTHON:-}
-if [[ -z $python ]]; then
-  if command -v python > /dev/null 2>&1; then python=python; else python=python3; fi
-fi
+python=$(pick_python)
 main=$REPO/experiments/main.py
 [[ $PWD == "$REPO" ]] && main=experiments/main.py
 

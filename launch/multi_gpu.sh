@@ -65,13 +65,7 @@ while (($#)); do
       mem_fraction=$2; shift ;;
     --mem-fraction=*) mem_fraction=${1#*=} ;;
     --) shift; passthrough+=("$@"); break ;;
-    *)
-      if ((${#positional[@]} < 2)) && [[ $1 != -* ]]; then
-        positional+=("$1")
-      else
-        passthrough+=("$1")
-      fi
-      ;;
+    *) collect_arg "$1" ;;
   esac
   shift
 done
@@ -108,10 +102,7 @@ if [[ -n $gpus ]]; then
 fi
 env_vars+=("XLA_PYTHON_CLIENT_MEM_FRACTION=$mem_fraction")
 
-python=${PYTHON:-}
-if [[ -z $python ]]; then
-  if command -v python > /dev/null 2>&1; then python=python; else python=python3; fi
-fi
+python=$(pick_python)
 main=$REPO/experiments/main.py
 [[ $PWD == "$REPO" ]] && main=experiments/main.py
 

@@ -141,13 +141,7 @@ while (($#)); do
     --skip-install) skip_install=1 ;;
     --detach) detach=1 ;;
     --) shift; passthrough+=("$@"); break ;;
-    *)
-      if ((${#positional[@]} < 2)) && [[ $1 != -* ]]; then
-        positional+=("$1")
-      else
-        passthrough+=("$1")
-      fi
-      ;;
+    *) collect_arg "$1" ;;
   esac
   shift
 done

@@ -27,3 +27,25 @@ quote() {
   done
   echo "${out[*]}"
 }
+
+# The first two arguments that are not flags are CONFIG and WORKDIR; all
+# others are passed on to experiments/main.py. Callers declare the arrays
+# `positional` and `passthrough`.
+collect_arg() {
+  if ((${#positional[@]} < 2)) && [[ $1 != -* ]]; then
+    positional+=("$1")
+  else
+    passthrough+=("$1")
+  fi
+}
+
+# $PYTHON if set, else python, else python3.
+pick_python() {
+  if [[ -n ${PYTHON:-} ]]; then
+    echo "$PYTHON"
+  elif command -v python > /dev/null 2>&1; then
+    echo python
+  else
+    echo python3
+  fi
+}
