@@ -245,8 +245,13 @@ class SearchSpace:
   def index(self, arch: jax.Array) -> jax.Array:
     """Mixed-radix index in ``[0, num_architectures)`` (jittable).
 
-    Only for spaces small enough for int32 (NAS-Bench-201, the 64-child
-    space): table lookups gather with it.
+    The FIRST decision is the most significant digit (row-major, like
+    ``np.ravel_multi_index(arch, num_choices)``): with 3 choices per
+    decision, ``[0, 0, 1]`` is index 1 and ``[1, 0, 0]`` is index 9. A reward
+    table is a vector in this order; ``nas_jax.evaluators.table`` builds one
+    from ``{architecture: value}`` so the order is never guessed. Only for
+    spaces small enough for int32 (NAS-Bench-201, the 64-child space):
+    table lookups gather with it.
     """
     if self.num_architectures >= 2**31:
       raise ValueError(
@@ -273,13 +278,24 @@ class SearchSpace:
     return ",".join(str(int(v)) for v in self.validate(arch))
 
   def from_text(self, text: str) -> np.ndarray:
+    """Inverse of :meth:`to_text`: comma-separated choice indices."""
+    example = ",".join(["0"] * min(self.num_decisions, 8)) + (
+        ",..." if self.num_decisions > 8 else "")
+    expected = (f"expected {self.num_decisions} comma-separated integers, "
+                f"e.g. {example!r}")
     parts = text.strip().split(",")
     try:
       values = [int(p) for p in parts]
     except ValueError:
       raise InvalidArchitectureError(
-          f"space {self.name!r}: cannot parse {text!r}; expected "
-          f"{self.num_decisions} comma-separated integers") from None
+          f"space {self.name!r}: cannot parse {text!r}; {expected}") from None
+    if len(values) != self.num_decisions:
+      hint = (f" (to read {text!r} as one digit per decision, use "
+              f"{','.join(text.strip())!r})"
+              if len(text.strip()) == self.num_decisions else "")
+      raise InvalidArchitectureError(
+          f"space {self.name!r}: {text!r} has {len(values)} comma-separated "
+          f"values; {expected}{hint}")
     return self.validate(values)
 
   def to_spec(self, arch: Any) -> dict:

@@ -5,10 +5,23 @@ returns ``search(key) -> SearchResult``; with a cheap evaluator (a table
 gather) ``jax.jit(jax.vmap(search))(keys)`` runs many seeded searches in one
 call.
 
+``evaluate(archs int32[m, T])`` is any jittable function returning either the
+rewards ``f32[m]`` (evaluations then cost nothing) or an
+``Evaluation(reward f32[m], cost f32[m])`` (simulated seconds charged to
+``time_budget``). Rewards are best as fractions in [0, 1] (accuracy 0.94, not
+94): the algorithms' default learning rates and baselines assume it.
+
 Budget semantics (the NAS-Bench-201 protocol): each evaluation is charged its
 simulated cost in order; an evaluation that would overrun ``time_budget`` is
 not counted and ends the search. ``max_evals`` bounds the history buffer and
-the number of evaluations.
+the number of evaluations. The algorithm learns from whole rounds only
+(``algorithm.batch_size`` evaluations): a round cut short by either budget
+is recorded but teaches nothing, so ``max_evals`` is best a multiple of the
+batch size (``make_search`` warns otherwise).
+
+``SearchResult.best_reward`` is the reward the search saw (e.g. NAS-Bench-201's
+``valid_acc_12ep / 100``); a column it never saw, such as a test accuracy, is
+``evaluator.lookup(column, result.best_arch)``.
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from absl import logging
 
 from nas_jax.algorithms import base as algo_base
 from nas_jax.evaluators.tabular import Evaluation
@@ -60,20 +74,99 @@ class SearchFns(NamedTuple):
   finish: Callable[[SearchCarry], SearchResult]
 
 
+_RETURN_HINT = ("return the rewards as an f32[m] array (one per "
+                "architecture of the batch), or nas_jax.evaluators.tabular."
+                "Evaluation(reward=f32[m], cost=f32[m]) to charge simulated "
+                "seconds to a time_budget")
+
+
+def as_evaluation(out: Any, m: int) -> Evaluation:
+  """What ``evaluate`` returned, as an ``Evaluation`` for a batch of ``m``:
+  a plain ``f32[m]`` reward array costs nothing. Anything else raises a
+  TypeError saying exactly what to return."""
+  if isinstance(out, Evaluation):
+    reward, cost = out.reward, out.cost
+  elif isinstance(out, tuple):
+    raise TypeError(f"evaluate returned a {type(out).__name__} of "
+                    f"{len(out)} items; {_RETURN_HINT}")
+  else:
+    reward, cost = out, None
+  try:
+    reward = jnp.asarray(reward)
+  except TypeError:
+    raise TypeError(f"evaluate returned {type(reward).__name__}; "
+                    f"{_RETURN_HINT}") from None
+  if reward.shape != (m,) or not (jnp.issubdtype(reward.dtype, jnp.floating)
+                                  or jnp.issubdtype(reward.dtype,
+                                                    jnp.integer)):
+    raise TypeError(f"evaluate returned rewards of shape {reward.shape} and "
+                    f"dtype {reward.dtype} for a batch of {m} architectures; "
+                    f"{_RETURN_HINT}")
+  reward = reward.astype(jnp.float32)
+  if cost is None:
+    cost = jnp.zeros((m,), jnp.float32)
+  else:
+    cost = jnp.asarray(cost, jnp.float32)
+    if cost.shape != (m,):
+      raise TypeError(f"evaluate returned costs of shape {cost.shape} for a "
+                      f"batch of {m} architectures; {_RETURN_HINT}")
+  return Evaluation(reward, cost)
+
+
+def _num_decisions(algorithm: algo_base.Algorithm,
+                   num_decisions: int | None) -> int:
+  space = getattr(algorithm, "space", None)
+  if space is not None:
+    if num_decisions is not None and num_decisions != space.num_decisions:
+      raise ValueError(
+          f"num_decisions={num_decisions} but the algorithm's space "
+          f"{space.name!r} has {space.num_decisions} decisions; omit "
+          "num_decisions (it is read from algorithm.space)")
+    return space.num_decisions
+  if num_decisions is None:
+    raise ValueError(
+        f"algorithm {algorithm.name!r} has no space (algorithm.space is "
+        "None): pass num_decisions, or build it with the nas_jax.algorithms "
+        "factories, which set it")
+  return int(num_decisions)
+
+
+def _warn_about_budget(m: int, max_evals: int, name: str) -> None:
+  if max_evals < m:
+    logging.warning(
+        "max_evals=%d is smaller than one round of %s (batch_size=%d): the "
+        "search evaluates %d architectures and never updates; raise "
+        "max_evals to a multiple of %d or lower batch_size", max_evals, name,
+        m, max_evals, m)
+  elif max_evals % m:
+    logging.warning(
+        "max_evals=%d is not a multiple of %s's batch_size=%d: the last %d "
+        "evaluations are recorded but not learned from; use max_evals=%d",
+        max_evals, name, m, max_evals % m, max_evals - max_evals % m + m)
+
+
 def make_search_fns(algorithm: algo_base.Algorithm,
-                    evaluate: Callable[[jax.Array], Evaluation],
-                    num_decisions: int, *, max_evals: int,
+                    evaluate: Callable[[jax.Array], Evaluation | jax.Array],
+                    num_decisions: int | None = None, *, max_evals: int,
                     time_budget: float | None = None) -> SearchFns:
+  """The chunked search (see SearchFns and the module doc).
+
+  ``num_decisions`` is read from ``algorithm.space``; pass it only for an
+  algorithm without one (older code passes it positionally, still accepted).
+  """
   algo_base.check_positive("max_evals", max_evals)
   if time_budget is not None:
     algo_base.check_positive("time_budget", time_budget)
+  num_decisions = _num_decisions(algorithm, num_decisions)
   m = algorithm.batch_size
+  if algorithm.name != "random":  # random search learns nothing anyway
+    _warn_about_budget(m, max_evals, algorithm.name)
   budget = math.inf if time_budget is None else float(time_budget)
 
   def body(c: SearchCarry) -> SearchCarry:
     state, archs = algorithm.propose(c.state, jax.random.fold_in(c.key,
                                                                  c.round))
-    ev = evaluate(archs)
+    ev = as_evaluation(evaluate(archs), m)
     spent = c.time_used + jnp.cumsum(ev.cost)
     slot = c.num_evals + jnp.arange(m)
     # An evaluation counts if it fits the budget, the buffer, and every
@@ -119,11 +212,21 @@ def make_search_fns(algorithm: algo_base.Algorithm,
 
 
 def make_search(algorithm: algo_base.Algorithm,
-                evaluate: Callable[[jax.Array], Evaluation],
-                num_decisions: int, *, max_evals: int,
+                evaluate: Callable[[jax.Array], Evaluation | jax.Array],
+                num_decisions: int | None = None, *, max_evals: int,
                 time_budget: float | None = None
                 ) -> Callable[[jax.Array], SearchResult]:
-  """``search(key) -> SearchResult``: the whole search in one call."""
+  """``search(key) -> SearchResult``: the whole search in one call.
+
+  Args:
+    algorithm: e.g. ``algorithms.ppo(controller)``; its space gives the
+      architecture length.
+    evaluate: ``archs int32[m, T] -> f32[m]`` rewards, or an ``Evaluation``
+      with costs (module doc); jittable.
+    num_decisions: only for an algorithm without ``space``.
+    max_evals: evaluations per search (best a multiple of the batch size).
+    time_budget: simulated seconds, charged by ``Evaluation.cost``.
+  """
   fns = make_search_fns(algorithm, evaluate, num_decisions,
                         max_evals=max_evals, time_budget=time_budget)
   # Rounds never exceed max_evals (each round counts >= 1 evaluation or

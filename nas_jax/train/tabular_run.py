@@ -24,20 +24,34 @@ from nas_jax import checkpoint as checkpoint_lib
 from nas_jax import metrics as metrics_lib
 from nas_jax.controllers import make_controller
 from nas_jax.data import nasbench201 as nb201_data
+from nas_jax.evaluators import table as table_lib
 from nas_jax.evaluators import tabular
 from nas_jax.spaces import base as spaces_base
+from nas_jax.spaces import registry
 from nas_jax.algorithms.base import state_scalars as algos_state_scalars
 from nas_jax.train import preemption
 from nas_jax.train import search as search_lib
 
 
 def build_evaluator(config: ml_collections.ConfigDict):
+  """The config's evaluator: ``"nasbench201"`` (its CSV and protocol) or
+  ``"table"`` (any table of ``config.space``; fields in ``config.table``, see
+  ``nas_jax.evaluators.table.evaluator``)."""
   if config.evaluator == "nasbench201":
     table = nb201_data.load(config.get("table_path") or None)
     return tabular.nasbench201(table, reward_column=config.reward_column,
                                epochs_charged=config.epochs_charged)
-  raise ValueError(f"unknown evaluator {config.evaluator!r}; known: "
-                   "'nasbench201'")
+  if config.evaluator == "table":
+    table_lib.check_config(config)
+    t = config.table
+    space = registry.get(config.space, **config.get("space_kwargs", {}))
+    return table_lib.evaluator(
+        space, t.path, reward=t.reward, report=tuple(t.get("report", ())),
+        cost=t.get("cost") or None, reward_scale=t.get("reward_scale", 1.0),
+        key_format=t.get("key_format", "auto"), key=t.get("key", "arch"),
+        records=t.get("records", ""))
+  raise ValueError(f"config.evaluator: unknown evaluator "
+                   f"{config.evaluator!r}; known: 'nasbench201', 'table'")
 
 
 def build_algorithm(config: ml_collections.ConfigDict,
