@@ -3,7 +3,9 @@ every script prints, and a first-call / steady-state timer.
 
 The scripts import it as ``import common`` after putting their own folder on
 ``sys.path``, so they run both as ``python benchmarks/X.py`` and as
-``PYTHONPATH=. python benchmarks/X.py`` from the repository root.
+``PYTHONPATH=. python benchmarks/X.py`` from the repository root. Importing
+it turns JAX's persistent compilation cache on (``nas_jax.compile_cache``;
+``NAS_JAX_COMPILE_CACHE=off`` for cold first calls, or a directory).
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ import platform
 import time
 
 import jax
+
+from nas_jax import compile_cache
+
+COMPILE_CACHE = compile_cache.enable()
 
 # An extra header line for scripts whose figures are wall-clock timings.
 WALL_CLOCK_NOTE = ("note:    timings are wall-clock (the load above is the "
@@ -51,6 +57,7 @@ def machine_info() -> dict:
       "jax": jax.__version__,
       "devices": [str(d) for d in jax.devices()],
       "load_average_1m": load_average(),
+      "compile_cache": str(COMPILE_CACHE) if COMPILE_CACHE else "off",
   }
 
 

@@ -15,6 +15,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from nas_jax import compile_cache  # noqa: F401  (defines --compile_cache)
 from nas_jax.checkpoint import CheckpointError
 from nas_jax.parallel import mesh as mesh_lib
 from nas_jax.spaces.base import InvalidArchitectureError
