@@ -36,7 +36,13 @@ class TabularEvaluator:
       raise ValueError(f"reward table has shape {reward.shape}, space "
                        f"{space.name!r} needs ({n},)")
     if not np.isfinite(reward).all():
-      raise ValueError("reward table has non-finite entries")
+      bad = np.flatnonzero(~np.isfinite(reward))
+      raise ValueError(
+          f"reward table has {bad.size} non-finite entries, e.g. "
+          + ", ".join(f"index {i} ({space.to_text(space.from_index(int(i)))}"
+                      f": {reward[i]})" for i in bad[:3])
+          + "; fix or drop them (nas_jax.evaluators.table builds a checked "
+          "table from {architecture: value})")
     self.space = space
     self.reward = jnp.asarray(reward)
     self.cost = jnp.zeros(n) if cost is None else jnp.asarray(cost, jnp.float32)

@@ -194,7 +194,9 @@ def make_search_fns(algorithm: algo_base.Algorithm,
     k_init, k_loop = jax.random.split(key)
     return SearchCarry(algorithm.init(k_init),
                        jnp.zeros((max_evals, num_decisions), jnp.int32),
-                       jnp.full((max_evals,), -jnp.inf),
+                       # Not weakly typed, like a restored or advanced
+                       # carry, so every chunk reuses one compilation.
+                       jnp.full((max_evals,), -jnp.inf, jnp.float32),
                        jnp.zeros((max_evals,)),
                        jnp.zeros((), jnp.int32), jnp.zeros(()),
                        jnp.zeros((), bool), jnp.zeros((), jnp.int32), k_loop)
