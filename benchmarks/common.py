@@ -69,7 +69,8 @@ def print_header(info: dict, extra_lines=()):
   print(f"date:    {info['date']}")
   print(f"machine: {info['cpu']} ({info['cpu_count']} CPUs, 1-min load "
         f"{load} at start), {info['platform']}")
-  print(f"jax:     {info['jax']}, devices {', '.join(info['devices'])}")
+  print(f"jax:     {info['jax']}, devices {', '.join(info['devices'])}, "
+        f"compilation cache {info.get('compile_cache', 'off')}")
   for line in extra_lines:
     print(line)
   print(end="", flush=True)

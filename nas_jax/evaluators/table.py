@@ -359,3 +359,18 @@ def check_config(config) -> None:
       or not math.isfinite(scale) or scale <= 0):
     raise ValueError(f"config.table.reward_scale must be a finite number "
                      f"> 0, got {scale!r}")
+
+
+def evaluator_from_config(config) -> tabular.TabularEvaluator:
+  """The evaluator of a run config with ``evaluator="table"``: the space
+  ``config.space`` (``config.space_kwargs``) and the table ``config.table``
+  (fields as :func:`evaluator`'s arguments; checked by :func:`check_config`)."""
+  check_config(config)
+  t = config.table
+  space = registry.get(config.space, **dict(config.get("space_kwargs", {})))
+  return evaluator(
+      space, t.path, reward=t.get("reward", REWARD),
+      report=tuple(t.get("report", ())), cost=t.get("cost") or None,
+      reward_scale=t.get("reward_scale", 1.0),
+      key_format=t.get("key_format", "auto"), key=t.get("key", "arch"),
+      records=t.get("records", ""))

@@ -27,7 +27,6 @@ from nas_jax.data import nasbench201 as nb201_data
 from nas_jax.evaluators import table as table_lib
 from nas_jax.evaluators import tabular
 from nas_jax.spaces import base as spaces_base
-from nas_jax.spaces import registry
 from nas_jax.algorithms.base import state_scalars as algos_state_scalars
 from nas_jax.train import preemption
 from nas_jax.train import search as search_lib
@@ -42,14 +41,7 @@ def build_evaluator(config: ml_collections.ConfigDict):
     return tabular.nasbench201(table, reward_column=config.reward_column,
                                epochs_charged=config.epochs_charged)
   if config.evaluator == "table":
-    table_lib.check_config(config)
-    t = config.table
-    space = registry.get(config.space, **config.get("space_kwargs", {}))
-    return table_lib.evaluator(
-        space, t.path, reward=t.reward, report=tuple(t.get("report", ())),
-        cost=t.get("cost") or None, reward_scale=t.get("reward_scale", 1.0),
-        key_format=t.get("key_format", "auto"), key=t.get("key", "arch"),
-        records=t.get("records", ""))
+    return table_lib.evaluator_from_config(config)
   raise ValueError(f"config.evaluator: unknown evaluator "
                    f"{config.evaluator!r}; known: 'nasbench201', 'table'")
 
