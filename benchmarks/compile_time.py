@@ -42,8 +42,10 @@ from nas_jax.controllers import make_controller  # noqa: E402
 from nas_jax.spaces import registry  # noqa: E402
 
 # (name, kwargs): spaces of increasing length T.
-SPACES = (("nasbench201", {}), ("enas_rnn", {}), ("enas_micro", {}),
-          ("nasnet", {}), ("enas_macro", {}), ("enas_micro", {"num_nodes": 12}))
+SPACES = (("nasbench201", {}), ("enas_rnn", {"num_nodes": 4}),
+          ("enas_rnn", {"num_nodes": 6}), ("enas_rnn", {"num_nodes": 8}),
+          ("enas_rnn", {}), ("enas_micro", {}), ("nasnet", {}),
+          ("enas_macro", {}))
 QUICK_SPACES = (("nasbench201", {}), ("enas_rnn", {"num_nodes": 4}))
 BATCH = 16
 
@@ -141,6 +143,9 @@ def main():
   p.add_argument("--algorithms", default="reinforce,ppo")
   p.add_argument("--runs", type=int, default=100)
   p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--spaces", default="",
+                 help="comma list of NAME or NAME:key=int, e.g. "
+                 "enas_rnn:num_nodes=6 (default: the list in SPACES)")
   p.add_argument("--quick", action="store_true")
   p.add_argument("--out_json", default="")
   p.add_argument("--child", default="", help=argparse.SUPPRESS)
@@ -150,6 +155,9 @@ def main():
     return
   if args.quick:
     args.runs, args.repeats = 4, 1
+  if args.part == "unroll":
+    # Every compilation must be a real one here: no persistent cache.
+    common.COMPILE_CACHE = common.compile_cache.enable("off")
   info = common.machine_info()
   common.print_header(info, [common.WALL_CLOCK_NOTE])
   out = {"machine": info}
@@ -166,7 +174,12 @@ def main():
   if args.part in ("unroll", "all"):
     # Every compilation must be a real one here: no persistent cache.
     common.compile_cache.enable("off")
-    rows = part_unroll(QUICK_SPACES if args.quick else SPACES, args.repeats)
+    spaces = QUICK_SPACES if args.quick else SPACES
+    if args.spaces:
+      spaces = [(n.split(":")[0], dict(
+          (kv.split("=")[0], int(kv.split("=")[1]))
+          for kv in n.split(":")[1:])) for n in args.spaces.split(",")]
+    rows = part_unroll(spaces, args.repeats)
     out["unroll"] = rows
     print(f"\ncontroller rollout, batch {BATCH}, hidden 32: compile / run "
           "seconds, unrolled vs scanned")
