@@ -98,6 +98,12 @@ _OPTIONS_FIELD = {"random": "random", "rea": "evolution",
                   "reinforce": "reinforce", "ppo": "ppo"}
 
 
+def options_field(name: str) -> str:
+  """The config section holding the preset's options (``rea`` ->
+  ``evolution``)."""
+  return _OPTIONS_FIELD[get(name).algorithm]
+
+
 def config(name: str) -> ml_collections.ConfigDict:
   """The preset as the algorithm fields of a tabular run config
   (``algorithm``, ``controller`` and the options under ``random`` /
