@@ -44,6 +44,7 @@ def get_config(variant: str = "reinforce") -> ml_collections.ConfigDict:
   c.max_evals = 1000
   c.rounds_per_checkpoint = 25  # the jitted search is checkpointed this often
   c.keep = 3                    # checkpoints kept in <workdir>/checkpoints
+  c.nonfinite_reward = "skip"  # a NaN/inf reward: "skip" the update or "error"
   # Every algorithm's section is present, filled from our preset for it (so
   # --config.ppo.learning_rate=... works whatever the variant); the chosen
   # preset then sets ``algorithm``, ``controller`` and its own section.

@@ -58,7 +58,7 @@ class FactorizedPolicy(nn.Module):
     """``Rollout`` of ``arch`` under the per-decision log-softmax table."""
     logp = jnp.take_along_axis(logp_all, arch[:, None], axis=-1)[:, 0]  # [T]
     ent = -jnp.sum(jnp.exp(logp_all) * logp_all, axis=-1)  # [T]
-    return Rollout(arch, jnp.sum(logp), jnp.sum(ent), logp)
+    return Rollout(arch, jnp.sum(logp), jnp.sum(ent), log_probs=logp)
 
   def sample(self, key: jax.Array) -> Rollout:
     """Gumbel-max draw of every decision at once, then :meth:`_score`."""

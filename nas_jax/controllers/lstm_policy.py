@@ -241,7 +241,7 @@ class LSTMPolicy(nn.Module):
         raw[int(sa.anchor[t])] = h
         proj[int(sa.anchor[t])] = h @ self.attn_prev
     return Rollout(jnp.stack(arch), jnp.sum(jnp.stack(logps)),
-                   jnp.sum(jnp.stack(ents)), jnp.stack(logps))
+                   jnp.sum(jnp.stack(ents)), log_probs=jnp.stack(logps))
 
   def _rollout_scanned(self, noise, forced) -> Rollout:
     """One ``lax.scan`` step for every decision: compiles in constant time for
@@ -295,7 +295,7 @@ class LSTMPolicy(nn.Module):
 
     carry = (lstm, zeros, self.go, anchors_raw, anchors_proj)
     _, (arch, logp, ent) = jax.lax.scan(step, carry, xs)
-    return Rollout(arch, jnp.sum(logp), jnp.sum(ent), logp)
+    return Rollout(arch, jnp.sum(logp), jnp.sum(ent), log_probs=logp)
 
   def sample(self, key: jax.Array) -> Rollout:
     """Samples one architecture: ``(arch int32[T], log_prob, entropy)``."""
