@@ -107,7 +107,8 @@ def test_reinforce_step_with_factorized_policy_matches_hand_gradient():
   state = state._replace(opt_state=optax.sgd(lr).init(params))
   archs = np.array([[0, 1, 2, 3, 4, 4], [1, 1, 0, 0, 2, 3]])
   rewards = np.array([0.9, 0.5])
-  new = algo.feedback(state, jnp.asarray(archs), jnp.asarray(rewards))
+  new = jax.jit(algo.feedback)(state, jnp.asarray(archs),
+                               jnp.asarray(rewards))
   probs = np.exp(np.stack([_np_log_softmax(r) for r in TABLE]))
   grad = np.zeros_like(TABLE)
   for a, rwd in zip(archs, rewards):
@@ -130,11 +131,11 @@ def test_ppo_first_step_with_factorized_policy_is_reinforce_step():
                           optimizer=optax.sgd(0.5))
     s = algo.init(jax.random.key(0))._replace(params=params)
     s = s._replace(opt_state=optax.sgd(0.5).init(params))
-    out.append(algo.feedback(s, archs, rewards).params["logits"])
+    out.append(jax.jit(algo.feedback)(s, archs, rewards).params["logits"])
   rf = algorithms.reinforce(ctrl, batch_size=2, optimizer=optax.sgd(0.5))
   s = rf.init(jax.random.key(0))._replace(params=params)
   s = s._replace(opt_state=optax.sgd(0.5).init(params))
-  want = rf.feedback(s, archs, rewards).params["logits"]
+  want = jax.jit(rf.feedback)(s, archs, rewards).params["logits"]
   for got in out:
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5,
                                atol=1e-7)
