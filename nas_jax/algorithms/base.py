@@ -48,11 +48,25 @@ def controller_optimizer(learning_rate: float | optax.Schedule,
 
 
 def check_positive(name: str, value, *, allow_zero: bool = False):
-  """Raises a ValueError naming a config value that is out of range."""
+  """Raises a ValueError naming a config value that is out of range.
+
+  A traced value (the tuning script vmaps over hyperparameters) is not
+  checked: it has no concrete value at build time.
+  """
+  if isinstance(value, jax.core.Tracer):
+    return
   ok = value >= 0 if allow_zero else value > 0
   if not ok:
     bound = ">= 0" if allow_zero else "> 0"
     raise ValueError(f"{name} must be {bound}, got {value!r}")
+
+
+def check_decay(name: str, value):
+  """``value`` must be in [0, 1) (EMA decays); traced values pass."""
+  if isinstance(value, jax.core.Tracer):
+    return
+  if not 0.0 <= value < 1.0:
+    raise ValueError(f"{name} must be in [0, 1), got {value}")
 
 
 def state_scalars(state) -> dict[str, float]:

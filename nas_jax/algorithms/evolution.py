@@ -45,7 +45,22 @@ def mutate(space: spaces_base.SearchSpace, arch: jax.Array,
 
 def regularized_evolution(space: spaces_base.SearchSpace, *,
                           population_size: int = 10, sample_size: int = 3,
-                          batch_size: int = 1) -> base.Algorithm:
+                          batch_size: int = 1,
+                          with_replacement: bool = False) -> base.Algorithm:
+  """Aging evolution over ``space``.
+
+  Args:
+    population_size: P, the members kept (the most recent children).
+    sample_size: S, the tournament size.
+    batch_size: children proposed per round (1: Algorithm 1's loop).
+    with_replacement: how the S contestants are drawn from the population.
+      ``False`` (default): S distinct members, so S = P always picks the
+      fittest. ``True``: S independent uniform draws, a member may be drawn
+      twice -- Real et al.'s Algorithm 1 ("sample <- S random individuals")
+      as the authors' and NAS-Bench-201's code write it
+      (``random.choice(list(population))`` S times, NB201
+      ``exps/algos/R_EA.py``).
+  """
   base.check_positive("population_size", population_size)
   if not 0 < sample_size <= population_size:
     raise ValueError(f"sample_size must be in 1..population_size "
@@ -63,10 +78,16 @@ def regularized_evolution(space: spaces_base.SearchSpace, *,
 
   def child(state, key):
     k_rand, k_pick, k_mut = jax.random.split(key, 3)
-    # Tournament among members drawn without replacement from the filled part.
-    scores = jax.random.uniform(k_pick, (population_size,))
-    scores = jnp.where(jnp.arange(population_size) < state.size, scores, 2.0)
-    contestants = jnp.argsort(scores)[:sample_size]
+    if with_replacement:
+      contestants = jax.random.randint(k_pick, (sample_size,), 0,
+                                       jnp.maximum(state.size, 1))
+    else:
+      # S distinct members of the filled part: the S smallest of uniform
+      # scores, unfilled slots scored out of reach.
+      scores = jax.random.uniform(k_pick, (population_size,))
+      scores = jnp.where(jnp.arange(population_size) < state.size, scores,
+                         2.0)
+      contestants = jnp.argsort(scores)[:sample_size]
     parent = state.population[
         contestants[jnp.argmax(state.fitness[contestants])]]
     return jnp.where(state.size >= population_size,

@@ -30,14 +30,39 @@ class PPOState(NamedTuple):
   entropy: jax.Array      # f32[]: mean policy entropy, last round
 
 
+RATIOS = ("architecture", "decision")
+
+
 def ppo(controller: lstm_policy.Controller, *, batch_size: int = 8,
         minibatch_size: int | None = None, num_epochs: int = 4,
         clip_epsilon: float = 0.2, learning_rate: float = 3.5e-4,
         baseline_decay: float = 0.95, entropy_weight: float = 0.0,
-        max_grad_norm: float | None = None,
+        max_grad_norm: float | None = None, ratio: str = "architecture",
+        normalize_advantages: bool = False, baseline_update: str = "after",
+        debias_baseline: bool = False,
         optimizer: optax.GradientTransformation | None = None
         ) -> base.Algorithm:
-  """PPO over ``controller``; ``batch_size`` architectures per round."""
+  """PPO over ``controller``; ``batch_size`` architectures per round.
+
+  Args:
+    ratio: ``"architecture"`` (default): one probability ratio per sampled
+      architecture, ``exp(log P(arch) - log P_old(arch))``, clipped as a
+      whole -- the architecture is one action, as in NASNet's description
+      (Zoph et al. 2018, Sec. 4, PPO over the controller's samples).
+      ``"decision"``: one ratio per decision, each clipped, summed
+      (``losses.ppo_clip_loss_per_decision``): every decision is a time step
+      with the architecture's advantage, as Schulman et al. (2017, Eq. 7)
+      clip per time step. A whole-architecture ratio moves far from 1 once
+      several decisions change a little, so it clips sooner.
+    normalize_advantages: scale the round's advantages to zero mean and unit
+      std (``(A - mean) / (std + 1e-8)``), as OpenAI Baselines' PPO2 does per
+      minibatch; done over the round here, since minibatches of 1-2
+      architectures have no usable std. Default off (the seed-003 study's
+      loss uses ``R - b`` as is).
+    baseline_update, debias_baseline: see ``algorithms.reinforce``.
+    Other arguments as ``algorithms.reinforce`` plus ``minibatch_size``
+    (divides ``batch_size``), ``num_epochs`` and ``clip_epsilon``.
+  """
   minibatch_size = minibatch_size or batch_size
   base.check_positive("batch_size", batch_size)
   base.check_positive("num_epochs", num_epochs)
@@ -46,19 +71,30 @@ def ppo(controller: lstm_policy.Controller, *, batch_size: int = 8,
     raise ValueError(
         f"minibatch_size ({minibatch_size}) must be positive and divide "
         f"batch_size ({batch_size})")
-  if not 0.0 <= baseline_decay < 1.0:
-    raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
+  base.check_decay("baseline_decay", baseline_decay)
   base.check_positive("entropy_weight", entropy_weight, allow_zero=True)
+  if ratio not in RATIOS:
+    raise ValueError(f"ratio must be one of {RATIOS}, got {ratio!r}")
+  baseline_fns = losses.make_baseline(baseline_decay, baseline_update,
+                                      debias_baseline)
   num_minibatches = batch_size // minibatch_size
   opt = optimizer or base.controller_optimizer(learning_rate, max_grad_norm)
 
   def rescore(params, archs):
     return jax.vmap(controller.rescore, (None, 0))(params, archs)
 
+  def old_log_probs_of(params, archs):
+    r = rescore(params, archs)
+    return r.log_prob if ratio == "architecture" else r.log_probs
+
   def loss_fn(params, archs, old_log_probs, advantages):
     r = rescore(params, archs)
-    pg = jax.vmap(losses.ppo_clip_loss, (0, 0, 0, None))(
-        r.log_prob, old_log_probs, advantages, clip_epsilon)
+    if ratio == "architecture":
+      pg = jax.vmap(losses.ppo_clip_loss, (0, 0, 0, None))(
+          r.log_prob, old_log_probs, advantages, clip_epsilon)
+    else:
+      pg = jax.vmap(losses.ppo_clip_loss_per_decision, (0, 0, 0, None))(
+          r.log_probs, old_log_probs, advantages, clip_epsilon)
     entropy = jnp.mean(r.entropy)
     return jnp.mean(pg) - entropy_weight * entropy, entropy
 
@@ -75,10 +111,12 @@ def ppo(controller: lstm_policy.Controller, *, batch_size: int = 8,
 
   def feedback(state, archs, rewards):
     rewards = rewards.astype(jnp.float32)
-    baseline = jnp.where(state.num_updates == 0, jnp.mean(rewards),
-                         state.baseline)
-    advantages = rewards - baseline
-    old_log_probs = rescore(state.params, archs).log_prob
+    advantages, baseline = baseline_fns(state.baseline, state.num_updates,
+                                        rewards)
+    if normalize_advantages:
+      advantages = ((advantages - jnp.mean(advantages))
+                    / (jnp.std(advantages) + 1e-8))
+    old_log_probs = old_log_probs_of(state.params, archs)
     key, k_epochs = jax.random.split(state.key)
 
     def sgd_step(carry, idx):
@@ -97,7 +135,6 @@ def ppo(controller: lstm_policy.Controller, *, batch_size: int = 8,
     (params, opt_state), (step_losses, step_entropies) = jax.lax.scan(
         epoch, (state.params, state.opt_state),
         jax.random.split(k_epochs, num_epochs))
-    baseline = losses.ema(baseline, jnp.mean(rewards), baseline_decay)
     return PPOState(params, opt_state, baseline, key, state.num_updates + 1,
                     jnp.mean(step_losses), jnp.mean(step_entropies))
 

@@ -20,27 +20,59 @@ from nas_jax.controllers import lstm_policy
 class ReinforceState(NamedTuple):
   params: Any
   opt_state: optax.OptState
-  baseline: jax.Array     # f32[]
+  baseline: jax.Array     # f32[]: the EMA (not bias-corrected if debiased)
   num_updates: jax.Array  # i32[]
   loss: jax.Array         # f32[]: of the last update, for metrics
   entropy: jax.Array      # f32[]: mean policy entropy of the last batch
 
 
+BASELINE_UPDATES = ("after", "before")
+
+
 def reinforce(controller: lstm_policy.Controller, *, batch_size: int = 1,
               learning_rate: float = 3.5e-4, baseline_decay: float = 0.95,
               entropy_weight: float = 0.0, max_grad_norm: float | None = None,
+              baseline_update: str = "after", debias_baseline: bool = False,
               optimizer: optax.GradientTransformation | None = None
               ) -> base.Algorithm:
   """REINFORCE over ``controller``'s policy; ``batch_size`` is the paper's m.
 
-  The baseline starts at the first batch's mean reward (so the first update
-  does not push every sampled decision up by the raw accuracy).
+  Args:
+    controller: an LSTM (``controllers.make_controller``) or factorised
+      (``controllers.factorized``) policy.
+    batch_size: architectures per update (NAS-RL's m).
+    learning_rate: Adam's step size (ignored if ``optimizer`` is given).
+    baseline_decay: the EMA baseline's decay.
+    entropy_weight: weight of the entropy bonus (ENAS: 1e-4).
+    max_grad_norm: global-norm gradient clipping, None for none.
+    baseline_update: when the EMA baseline takes this batch's mean reward.
+      ``"after"`` (default): the advantage is ``R - b`` with ``b`` the
+      average of *earlier* rewards, then ``b`` is updated -- NAS-RL's wording
+      (Zoph & Le 2017, Sec. 3.2, "a moving average of the previous
+      architecture accuracies"). ``"before"``: ``b`` is updated first and the
+      advantage uses the new value -- the ENAS code
+      (``micro_controller.py``: ``baseline_update`` runs under the loss's
+      ``control_dependencies``) and NAS-Bench-201's
+      (``exps/algos/reinforce.py``: ``baseline.update(reward)`` before the
+      loss).
+    debias_baseline: ``False`` (default): the baseline starts at the first
+      batch's mean reward (so the first update does not push every sampled
+      decision up by the raw accuracy). ``True``: the baseline starts at 0
+      and is read bias-corrected, ``b_n / (1 - decay^n)`` after ``n``
+      updates, as NAS-Bench-201's ``ExponentialMovingAverage`` (numerator /
+      denominator) does; with ``"after"`` the first batch, which has no
+      earlier reward, uses its own mean.
+    optimizer: overrides Adam.
   """
   base.check_positive("batch_size", batch_size)
-  if not 0.0 <= baseline_decay < 1.0:
-    raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
+  base.check_decay("baseline_decay", baseline_decay)
   base.check_positive("entropy_weight", entropy_weight, allow_zero=True)
+  if baseline_update not in BASELINE_UPDATES:
+    raise ValueError(f"baseline_update must be one of {BASELINE_UPDATES}, "
+                     f"got {baseline_update!r}")
   opt = optimizer or base.controller_optimizer(learning_rate, max_grad_norm)
+  baseline_fns = losses.make_baseline(baseline_decay, baseline_update,
+                                      debias_baseline)
 
   def init(key):
     params = controller.init(key)
@@ -61,13 +93,12 @@ def reinforce(controller: lstm_policy.Controller, *, batch_size: int = 1,
 
   def feedback(state, archs, rewards):
     rewards = rewards.astype(jnp.float32)
-    baseline = jnp.where(state.num_updates == 0, jnp.mean(rewards),
-                         state.baseline)
+    advantages, baseline = baseline_fns(state.baseline, state.num_updates,
+                                        rewards)
     (loss, entropy), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, archs, rewards - baseline)
+        state.params, archs, advantages)
     updates, opt_state = opt.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    baseline = losses.ema(baseline, jnp.mean(rewards), baseline_decay)
     return ReinforceState(params, opt_state, baseline, state.num_updates + 1,
                           loss, entropy)
 
