@@ -140,7 +140,8 @@ def part_unroll(spaces, repeats: int) -> list[dict]:
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--part", choices=("cache", "unroll", "all"), default="all")
-  p.add_argument("--algorithms", default="reinforce,ppo")
+  p.add_argument("--algorithms", default="nb201_reinforce,nb201_ppo",
+                 help="presets (nas_jax.algorithms.presets) to time")
   p.add_argument("--runs", type=int, default=100)
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--spaces", default="",

@@ -68,9 +68,12 @@ def enas_rnn_space(num_nodes: int = NUM_NODES) -> base.SearchSpace:
 
 
 def make_controller(space) -> lstm_policy.Controller:
+  # unroll=True: the throughput figures are for the unrolled rollout, the
+  # faster one to run; by default spaces beyond lstm_policy.UNROLL_MAX
+  # decisions scan, which compiles much faster (benchmarks/compile_time.py).
   return lstm_policy.make_controller(
       space, hidden_size=HIDDEN_SIZE, num_layers=NUM_LAYERS,
-      temperature=TEMPERATURE, tanh_constant=TANH_CONSTANT)
+      temperature=TEMPERATURE, tanh_constant=TANH_CONSTANT, unroll=True)
 
 
 def _median_time(fn, args, repeats: int) -> tuple[float, list[float]]:

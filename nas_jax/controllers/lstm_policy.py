@@ -34,7 +34,11 @@ import numpy as np
 from nas_jax.spaces import base
 
 _NEG_INF = -1e9  # finite so that 0 * masked logit stays 0 in the entropy
-UNROLL_MAX = 32  # decisions; beyond it sampling and re-scoring are scanned
+# Decisions; beyond it sampling and re-scoring are scanned. Measured by
+# benchmarks/compile_time.py --part unroll (benchmarks/README.md): past 6
+# decisions the scanned rollout compiles faster (2.6x at 11, 5-12x for the
+# re-scoring gradient at 23-50) and its gradient runs as fast.
+UNROLL_MAX = 6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +125,7 @@ class LSTMPolicy(nn.Module):
     init_scale: half-width of the uniform initialiser (ENAS: 0.1).
     unroll: trace one specialised step per decision (fast to run; compile
       time grows with the number of decisions) or scan one generic step.
-      None: unrolled for up to ``UNROLL_MAX`` (32) decisions, scanned
+      None: unrolled for up to ``UNROLL_MAX`` (6) decisions, scanned
       beyond, the same for sampling and re-scoring.
   """
 
@@ -184,8 +188,8 @@ class LSTMPolicy(nn.Module):
   def _rollout(self, key: jax.Array, forced: jax.Array | None) -> Rollout:
     sa = self._sa
     T = len(sa.kind)
-    # Unrolled steps run faster (sampling 2x, the re-scoring gradient 1.5x
-    # on ENAS's 23 decisions) but compile in time growing with T. Sampling
+    # Unrolled sampling runs up to 2x faster but compiles in time growing
+    # with T (see UNROLL_MAX for the measured crossover). Sampling
     # and re-scoring take the same path for a given T: the two paths round
     # differently (~2e-5 over 40-50 decisions), and PPO's ratio and the
     # docs rely on rescore reproducing the sampled log-probability exactly.
