@@ -96,8 +96,8 @@ def test_own_space_and_table_run_resume_and_find_the_best(tmp_path,
 
 
 def test_example_config_runs_on_the_projects_table(tmp_path):
-  config = _load_example_config()
-  config.max_evals, config.algorithm = 8, "random"
+  config = _load_example_config("random")
+  config.max_evals = 8
   summary = tabular_run.run(config, str(tmp_path))
   assert summary["status"] == "done"
   best = json.loads((tmp_path / "best.json").read_text())
@@ -108,13 +108,13 @@ def test_example_config_runs_on_the_projects_table(tmp_path):
   np.testing.assert_allclose(best["test_acc"], row["test_acc"], rtol=1e-6)
 
 
-def _load_example_config():
+def _load_example_config(variant="ppo"):
   import importlib.util  # noqa: PLC0415
   spec = importlib.util.spec_from_file_location(
       "custom_table", ROOT / "experiments/configs/custom_table.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config("ppo")
+  return module.get_config(variant)
 
 
 # -- registry -----------------------------------------------------------------
