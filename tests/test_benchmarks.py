@@ -23,6 +23,8 @@ CASES = [
     ("seed003_search.py", [], "random"),
     pytest.param("nasbench201.py", ["--algorithms", "random,rea"],
                  "random search", marks=NEEDS_TABLE),
+    ("custom_table_search.py", [], "random, exact"),
+    pytest.param("compile_time.py", [], "warm cache", marks=NEEDS_TABLE),
 ]
 
 
