@@ -14,8 +14,9 @@ Where the cache lives, first match wins:
 ``off`` (or ``0``, ``none``, ``false``) in place of a path turns it off.
 Importing this module in an absl binary (``experiments/main.py`` does)
 defines ``--compile_cache`` and enables the cache once flags are parsed,
-before ``main`` runs and before anything compiles. An unwritable directory is
-a warning, never an error: the run just compiles as before.
+before ``main`` runs and before anything compiles; the module imports JAX
+only then, so the import itself is cheap. An unwritable directory is a
+warning, never an error: the run just compiles as before.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import os
 import pathlib
 
-import jax
 from absl import app, flags, logging
 
 ENV = "NAS_JAX_COMPILE_CACHE"
@@ -59,6 +59,7 @@ def enable(path: str | os.PathLike | None = None) -> pathlib.Path | None:
 
   Returns the directory in use, or None when it is off or unusable.
   """
+  import jax  # here, so that importing this module (a binary's flag) is cheap
   directory = resolve(path)
   if directory is None:
     jax.config.update("jax_compilation_cache_dir", None)

@@ -20,16 +20,11 @@ import optax
 
 
 class Algorithm(NamedTuple):
-  """``space`` is the search space proposals come from (``make_search``
-  reads the architecture length off it); None for algorithms built before
-  it existed, which then pass ``num_decisions`` to ``make_search``."""
-
   init: Callable[[jax.Array], Any]
   propose: Callable[[Any, jax.Array], tuple[Any, jax.Array]]
   feedback: Callable[[Any, jax.Array, jax.Array], Any]
   batch_size: int
   name: str
-  space: Any = None
 
 
 def controller_optimizer(learning_rate: float | optax.Schedule,

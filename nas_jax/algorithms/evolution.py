@@ -107,5 +107,4 @@ def regularized_evolution(space: spaces_base.SearchSpace, *,
         jnp.minimum(state.size + batch_size, population_size),
         (state.oldest + batch_size) % population_size)
 
-  return base.Algorithm(init, propose, feedback, batch_size, "evolution",
-                        space)
+  return base.Algorithm(init, propose, feedback, batch_size, "evolution")

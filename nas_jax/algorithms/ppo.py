@@ -138,5 +138,4 @@ def ppo(controller: lstm_policy.Controller, *, batch_size: int = 8,
     return PPOState(params, opt_state, baseline, key, state.num_updates + 1,
                     jnp.mean(step_losses), jnp.mean(step_entropies))
 
-  return base.Algorithm(init, propose, feedback, batch_size, "ppo",
-                        controller.module.space)
+  return base.Algorithm(init, propose, feedback, batch_size, "ppo")

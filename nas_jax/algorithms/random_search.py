@@ -32,5 +32,4 @@ def random_search(space: spaces_base.SearchSpace, *,
     del archs, rewards
     return state
 
-  return base.Algorithm(init, propose, feedback, batch_size, "random",
-                        space)
+  return base.Algorithm(init, propose, feedback, batch_size, "random")

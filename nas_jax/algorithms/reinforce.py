@@ -102,5 +102,4 @@ def reinforce(controller: lstm_policy.Controller, *, batch_size: int = 1,
     return ReinforceState(params, opt_state, baseline, state.num_updates + 1,
                           loss, entropy)
 
-  return base.Algorithm(init, propose, feedback, batch_size, "reinforce",
-                        controller.module.space)
+  return base.Algorithm(init, propose, feedback, batch_size, "reinforce")

@@ -249,9 +249,10 @@ class SearchSpace:
     ``np.ravel_multi_index(arch, num_choices)``): with 3 choices per
     decision, ``[0, 0, 1]`` is index 1 and ``[1, 0, 0]`` is index 9. A reward
     table is a vector in this order; ``nas_jax.evaluators.table`` builds one
-    from ``{architecture: value}`` so the order is never guessed. Only for
-    spaces small enough for int32 (NAS-Bench-201, the 64-child space):
-    table lookups gather with it.
+    from ``{architecture: value}`` so the order is never guessed.
+
+    Only for spaces small enough for int32 (NAS-Bench-201, the 64-child
+    space): table lookups gather with it.
     """
     if self.num_architectures >= 2**31:
       raise ValueError(

@@ -115,20 +115,23 @@ def as_evaluation(out: Any, m: int) -> Evaluation:
 
 def _num_decisions(algorithm: algo_base.Algorithm,
                    num_decisions: int | None) -> int:
-  space = getattr(algorithm, "space", None)
-  if space is not None:
-    if num_decisions is not None and num_decisions != space.num_decisions:
-      raise ValueError(
-          f"num_decisions={num_decisions} but the algorithm's space "
-          f"{space.name!r} has {space.num_decisions} decisions; omit "
-          "num_decisions (it is read from algorithm.space)")
-    return space.num_decisions
-  if num_decisions is None:
+  """The architecture length ``T`` the algorithm proposes, read off the
+  shapes of ``init`` and ``propose`` (traced, never run)."""
+  def propose_once():
+    state = algorithm.init(jax.random.key(0))
+    return algorithm.propose(state, jax.random.key(1))[1]
+  archs = jax.eval_shape(propose_once)
+  if len(archs.shape) != 2 or archs.shape[0] != algorithm.batch_size:
     raise ValueError(
-        f"algorithm {algorithm.name!r} has no space (algorithm.space is "
-        "None): pass num_decisions, or build it with the nas_jax.algorithms "
-        "factories, which set it")
-  return int(num_decisions)
+        f"algorithm {algorithm.name!r} proposes architectures of shape "
+        f"{archs.shape}; propose must return int32[batch_size="
+        f"{algorithm.batch_size}, T]")
+  if num_decisions is not None and num_decisions != archs.shape[1]:
+    raise ValueError(
+        f"num_decisions={num_decisions} but algorithm {algorithm.name!r} "
+        f"proposes architectures of {archs.shape[1]} decisions; omit "
+        "num_decisions (make_search reads it from the algorithm)")
+  return int(archs.shape[1])
 
 
 def _warn_about_budget(m: int, max_evals: int, name: str) -> None:
@@ -151,8 +154,8 @@ def make_search_fns(algorithm: algo_base.Algorithm,
                     time_budget: float | None = None) -> SearchFns:
   """The chunked search (see SearchFns and the module doc).
 
-  ``num_decisions`` is read from ``algorithm.space``; pass it only for an
-  algorithm without one (older code passes it positionally, still accepted).
+  ``num_decisions`` is read from the algorithm's proposals; older code
+  passes it positionally, which is still accepted (and checked).
   """
   algo_base.check_positive("max_evals", max_evals)
   if time_budget is not None:
@@ -221,11 +224,11 @@ def make_search(algorithm: algo_base.Algorithm,
   """``search(key) -> SearchResult``: the whole search in one call.
 
   Args:
-    algorithm: e.g. ``algorithms.ppo(controller)``; its space gives the
-      architecture length.
+    algorithm: e.g. ``algorithms.ppo(controller)``; the architecture
+      length is read from its proposals.
     evaluate: ``archs int32[m, T] -> f32[m]`` rewards, or an ``Evaluation``
       with costs (module doc); jittable.
-    num_decisions: only for an algorithm without ``space``.
+    num_decisions: optional (checked against the proposals).
     max_evals: evaluations per search (best a multiple of the batch size).
     time_budget: simulated seconds, charged by ``Evaluation.cost``.
   """
