@@ -49,6 +49,15 @@ ROWS = {
         make_controller(space)),
     "PPO, library defaults": lambda space: algorithms.ppo(
         make_controller(space)),
+    # The defaults before the tuning (ENAS's learning rate), for comparison.
+    "REINFORCE, old defaults (lr 3.5e-4, decay 0.95)": (
+        lambda space: algorithms.reinforce(make_controller(space),
+                                           learning_rate=3.5e-4,
+                                           baseline_decay=0.95)),
+    "PPO, old defaults (batch 8, 4 epochs, lr 3.5e-4, decay 0.95)": (
+        lambda space: algorithms.ppo(make_controller(space), batch_size=8,
+                                     num_epochs=4, learning_rate=3.5e-4,
+                                     baseline_decay=0.95)),
     "REINFORCE, preset nb201_reinforce": lambda space: presets.build(
         "nb201_reinforce", space),
     "PPO, preset nb201_ppo": lambda space: presets.build("nb201_ppo", space),
@@ -76,11 +85,15 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--runs", type=int, default=100)
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--quick", action="store_true", help="4 runs, 2 rows")
+  p.add_argument("--only", default="",
+                 help="run only the rows whose name contains this text")
+  p.add_argument("--quick", action="store_true",
+                 help="smoke test: 4 runs, random search only")
   args = p.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(message)s")
   logging.getLogger("jax").setLevel(logging.WARNING)
-  rows = dict(list(ROWS.items())[:2]) if args.quick else ROWS
+  rows = dict(list(ROWS.items())[:1]) if args.quick else ROWS
+  rows = {k: v for k, v in rows.items() if args.only in k}
   runs = 4 if args.quick else args.runs
   keys = jax.random.split(jax.random.key(args.seed), runs)
   common.print_header(common.machine_info(), [common.WALL_CLOCK_NOTE])

@@ -23,13 +23,17 @@ CASES = [
     ("seed003_search.py", [], "random"),
     pytest.param("nasbench201.py", ["--algorithms", "random,rea"],
                  "random search", marks=NEEDS_TABLE),
+    pytest.param("tune_nasbench201.py", ["--out_dir", "{tmp}"], "selection",
+                 marks=NEEDS_TABLE),
+    ("small_budget.py", [], "random search"),
     ("custom_table_search.py", [], "random, exact"),
     pytest.param("compile_time.py", [], "warm cache", marks=NEEDS_TABLE),
 ]
 
 
 @pytest.mark.parametrize("script,args,expect", CASES)
-def test_benchmark_quick_mode_runs(script, args, expect):
+def test_benchmark_quick_mode_runs(script, args, expect, tmp_path):
+  args = [a.replace("{tmp}", str(tmp_path)) for a in args]
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
   env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
                       " --xla_backend_optimization_level=0").strip()

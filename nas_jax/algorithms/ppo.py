@@ -33,10 +33,10 @@ class PPOState(NamedTuple):
 RATIOS = ("architecture", "decision")
 
 
-def ppo(controller: lstm_policy.Controller, *, batch_size: int = 8,
-        minibatch_size: int | None = None, num_epochs: int = 4,
-        clip_epsilon: float = 0.2, learning_rate: float = 3.5e-4,
-        baseline_decay: float = 0.95, entropy_weight: float = 0.0,
+def ppo(controller: lstm_policy.Controller, *, batch_size: int = 4,
+        minibatch_size: int | None = None, num_epochs: int = 2,
+        clip_epsilon: float = 0.2, learning_rate: float = 0.01,
+        baseline_decay: float = 0.9, entropy_weight: float = 0.0,
         max_grad_norm: float | None = None, ratio: str = "architecture",
         normalize_advantages: bool = False, baseline_update: str = "after",
         debias_baseline: bool = False,
@@ -60,6 +60,10 @@ def ppo(controller: lstm_policy.Controller, *, batch_size: int = 8,
       architectures have no usable std. Default off (the seed-003 study's
       loss uses ``R - b`` as is).
     baseline_update, debias_baseline: see ``algorithms.reinforce``.
+    The defaults of ``batch_size``, ``num_epochs``, ``learning_rate`` and
+    ``baseline_decay`` (4, 2, 0.01, 0.9) are the validation-tuned
+    NAS-Bench-201 settings, for rewards in [0, 1] and small budgets
+    (``benchmarks/tune_nasbench201.py``, ``benchmarks/small_budget.py``).
     Other arguments as ``algorithms.reinforce`` plus ``minibatch_size``
     (divides ``batch_size``), ``num_epochs`` and ``clip_epsilon``.
   """
