@@ -51,7 +51,8 @@ sys.path.insert(0, {configs!r})
 import custom_table
 from nas_jax.spaces import Decision, SearchSpace, registry
 registry.register("five_layers", SearchSpace("five_layers", [
-    Decision(f"layer{{i}}", choices=("conv", "pool", "skip")) for i in range(5)]))
+    Decision(f"layer{{i}}", choices=("conv", "pool", "skip"))
+    for i in range(5)]))
 
 def get_config():
   c = custom_table.get_config("reinforce")
@@ -180,7 +181,7 @@ def test_from_text_names_the_comma_separated_form():
                                 [2, 2, 2, 1, 2, 2, 2, 0])
 
 
-# -- the table helper -----------------------------------------------------------
+# -- the table helper ---------------------------------------------------------
 
 
 def _full(space, value=lambda a: 0.5):
@@ -328,7 +329,7 @@ def test_make_search_warns_about_rounds_it_cannot_learn_from(caplog):
   assert "max_evals" not in caplog.text
 
 
-# -- the binary's "table" evaluator: config errors -------------------------------
+# -- the binary's "table" evaluator: config errors ----------------------------
 
 
 @pytest.mark.parametrize("change,message", [
@@ -367,7 +368,7 @@ def test_table_config_unknown_field_and_evaluator():
     tabular_run.build_evaluator(c)
 
 
-# -- the compilation cache's settings ---------------------------------------------
+# -- the compilation cache's settings -----------------------------------------
 
 
 def test_compile_cache_directory_resolution(monkeypatch, tmp_path):

@@ -103,10 +103,6 @@ def parse_key(space: base.SearchSpace, key: Any,
   return space.from_text(stripped)
 
 
-def _key_text(key) -> str:
-  return repr(key) if not isinstance(key, str) else repr(key)
-
-
 def columns(space: base.SearchSpace,
             entries: Mapping[Any, Any] | Iterable[tuple[Any, Any]],
             names: Sequence[str] | None = None, *,
@@ -146,14 +142,14 @@ def columns(space: base.SearchSpace,
     try:
       arch = parse_key(space, key, key_format)
     except base.InvalidArchitectureError as e:
-      raise TableError(f"{source}: key {_key_text(key)} names no "
+      raise TableError(f"{source}: key {repr(key)} names no "
                        f"architecture of space {space.name!r}: {e}") from None
     idx = int(np.ravel_multi_index(tuple(int(a) for a in arch),
                                    tuple(int(c) for c in space.num_choices)))
     if idx in seen:
       raise TableError(
           f"{source}: architecture {space.to_text(arch)!r} is present twice "
-          f"(keys {_key_text(seen[idx])} and {_key_text(key)}); every "
+          f"(keys {repr(seen[idx])} and {repr(key)}); every "
           "architecture must appear exactly once")
     seen[idx] = key
     for c in names:
@@ -163,17 +159,17 @@ def columns(space: base.SearchSpace,
                            f"column is {REWARD!r}, not {names}")
         v = value
       elif c not in value:
-        raise TableError(f"{source}: entry {_key_text(key)} has no column "
+        raise TableError(f"{source}: entry {repr(key)} has no column "
                          f"{c!r}; it has {sorted(value)}")
       else:
         v = value[c]
       try:
         out[c][idx] = float(v)
       except (TypeError, ValueError):
-        raise TableError(f"{source}: entry {_key_text(key)}, column {c!r}: "
+        raise TableError(f"{source}: entry {repr(key)}, column {c!r}: "
                          f"{v!r} is not a number") from None
       if not math.isfinite(out[c][idx]):
-        raise TableError(f"{source}: entry {_key_text(key)}, column {c!r} is "
+        raise TableError(f"{source}: entry {repr(key)}, column {c!r} is "
                          f"{v!r}; every value must be finite (drop or fix "
                          "the entry)")
   if len(seen) < n:
@@ -289,9 +285,10 @@ def evaluator(space: base.SearchSpace, table, *, reward: str = REWARD,
   items = list(table.items() if isinstance(table, Mapping) else table)
   if items and not isinstance(items[0][1], Mapping):
     if report or cost or reward != REWARD:
+      wanted = [c for c in names if c != REWARD]
       raise TableError(f"{source or 'table'}: entries are plain numbers, so "
-                       f"there are no columns {[c for c in names if c != REWARD]}"
-                       "; give {arch: {column: value}} to report columns")
+                       f"there are no columns {wanted}; give "
+                       "{arch: {column: value}} to report columns")
     names = [REWARD]
   cols = columns(space, items, names, key_format=key_format,
                  source=source or "table")
