@@ -27,7 +27,9 @@ CASES = [
                  marks=NEEDS_TABLE),
     ("small_budget.py", [], "random search"),
     ("custom_table_search.py", [], "random, exact"),
-    pytest.param("compile_time.py", [], "warm cache", marks=NEEDS_TABLE),
+    # The cache part spawns processes (slow); the binary's resume test
+    # covers the cache.
+    ("compile_time.py", ["--part", "unroll"], "sample unrolled"),
 ]
 
 
