@@ -1,8 +1,9 @@
 """Every ```python block of README.md and WORKSPACE.md runs as written.
 
 Each block is executed on its own, in a fresh namespace, so a block must be
-complete (its imports and every name it uses). Spaces a block registers are
-removed afterwards, so blocks cannot depend on each other's registrations.
+complete (its imports and every name it uses); a block that is a config file
+must also build its config. Spaces a block registers are removed
+afterwards, so blocks cannot depend on each other's registrations.
 """
 
 from __future__ import annotations
@@ -42,8 +43,11 @@ def test_doc_block_runs(where, code, monkeypatch, tmp_path):
   (tmp_path / "experiments").symlink_to(ROOT / "experiments")
   monkeypatch.chdir(tmp_path)
   before = dict(registry._FACTORIES)
+  namespace = {"__name__": "__doc_block__"}
   try:
-    exec(compile(code, where, "exec"), {"__name__": "__doc_block__"})
+    exec(compile(code, where, "exec"), namespace)
+    if callable(namespace.get("get_config")):  # a config file: it builds
+      assert namespace["get_config"]().get("run")
   finally:
     registry._FACTORIES.clear()
     registry._FACTORIES.update(before)
