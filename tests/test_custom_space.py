@@ -75,10 +75,10 @@ def test_own_space_and_table_run_resume_and_find_the_best(tmp_path,
       configs=str(ROOT / "experiments" / "configs"),
       path=str(tmp_path / "table.json")))
 
-  cache = tmp_path / "cache"
-  monkeypatch.setenv("NAS_JAX_COMPILE_CACHE", str(cache))
+  cache = tmp_path / "cache"  # the flag wins over $NAS_JAX_COMPILE_CACHE
+  monkeypatch.setenv("NAS_JAX_COMPILE_CACHE", "off")
   monkeypatch.setenv("PYTHONPATH", str(ROOT))  # this checkout's nas_jax
-  args = [f"--config={tmp_path / 'config.py'}"]
+  args = [f"--config={tmp_path / 'config.py'}", f"--compile_cache={cache}"]
   workdir = tmp_path / "run"
   assert test_resume._kill_and_resume(args, workdir, tmp_path, kills=2,
                                       seed=3) >= 1

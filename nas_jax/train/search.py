@@ -44,7 +44,7 @@ class SearchResult(NamedTuple):
   num_evals: jax.Array  # i32[]: valid prefix of the history
   time_used: jax.Array  # f32[]: simulated seconds charged
   best_arch: jax.Array  # int32[T]: highest reward seen (first on ties)
-  best_reward: jax.Array
+  best_reward: jax.Array  # f32[]: as the search saw it (e.g. accuracy / 100)
   state: Any            # the algorithm's final state
 
 
