@@ -307,7 +307,8 @@ def test_make_search_errors_say_what_to_return():
   with pytest.raises(ValueError, match="num_decisions=4 but algorithm "
                      "'random' proposes architectures of 3 decisions; omit "
                      "num_decisions"):
-    search_lib.make_search(algo, lambda a: jnp.zeros(3), 4, max_evals=6)
+    search_lib.make_search(algo, lambda a: jnp.zeros(3), 4,
+                           max_evals=6)(jax.random.key(0))
 
 
 def test_make_search_warns_about_rounds_it_cannot_learn_from(caplog):

@@ -113,24 +113,33 @@ def as_evaluation(out: Any, m: int) -> Evaluation:
   return Evaluation(reward, cost)
 
 
+def _check_proposals(algorithm: algo_base.Algorithm, shape,
+                     num_decisions: int | None) -> None:
+  if len(shape) != 2 or shape[0] != algorithm.batch_size:
+    raise ValueError(
+        f"algorithm {algorithm.name!r} proposes architectures of shape "
+        f"{tuple(shape)}; propose must return int32[batch_size="
+        f"{algorithm.batch_size}, T]")
+  if num_decisions is not None and num_decisions != shape[1]:
+    raise ValueError(
+        f"num_decisions={num_decisions} but algorithm {algorithm.name!r} "
+        f"proposes architectures of {shape[1]} decisions; omit "
+        "num_decisions (make_search reads it from the algorithm)")
+
+
 def _num_decisions(algorithm: algo_base.Algorithm,
                    num_decisions: int | None) -> int:
-  """The architecture length ``T`` the algorithm proposes, read off the
-  shapes of ``init`` and ``propose`` (traced, never run)."""
+  """The architecture length ``T``: ``num_decisions`` if given (checked
+  when the search is traced), else read off the shapes of ``init`` and
+  ``propose`` (one extra trace, never run)."""
+  if num_decisions is not None:
+    return int(num_decisions)
+
   def propose_once():
     state = algorithm.init(jax.random.key(0))
     return algorithm.propose(state, jax.random.key(1))[1]
   archs = jax.eval_shape(propose_once)
-  if len(archs.shape) != 2 or archs.shape[0] != algorithm.batch_size:
-    raise ValueError(
-        f"algorithm {algorithm.name!r} proposes architectures of shape "
-        f"{archs.shape}; propose must return int32[batch_size="
-        f"{algorithm.batch_size}, T]")
-  if num_decisions is not None and num_decisions != archs.shape[1]:
-    raise ValueError(
-        f"num_decisions={num_decisions} but algorithm {algorithm.name!r} "
-        f"proposes architectures of {archs.shape[1]} decisions; omit "
-        "num_decisions (make_search reads it from the algorithm)")
+  _check_proposals(algorithm, archs.shape, None)
   return int(archs.shape[1])
 
 
@@ -169,6 +178,7 @@ def make_search_fns(algorithm: algo_base.Algorithm,
   def body(c: SearchCarry) -> SearchCarry:
     state, archs = algorithm.propose(c.state, jax.random.fold_in(c.key,
                                                                  c.round))
+    _check_proposals(algorithm, archs.shape, num_decisions)  # trace time
     ev = as_evaluation(evaluate(archs), m)
     spent = c.time_used + jnp.cumsum(ev.cost)
     slot = c.num_evals + jnp.arange(m)
