@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import pathlib
 import statistics
