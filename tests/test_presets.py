@@ -136,3 +136,10 @@ def test_benchmark_rows_hold_the_returned_architectures():
     i = int(space.index(jnp.asarray(space.from_text(text))))
     np.testing.assert_allclose(acc, table.test_acc_200ep[i], rtol=1e-6)
   np.testing.assert_allclose(row["mean_test_acc"], np.mean(row["test_acc"]))
+  assert row["returned"] == "best_seen"
+  # The paper's REINFORCE row returns the final policy's argmax cell.
+  row = bench.run_algorithm("nb201_reinforce_paper", evaluator, table, keys,
+                            0)
+  assert row["returned"] == "policy_mode" and row["kind"] == "paper"
+  for text in row["best_arch"]:  # raises on an invalid cell
+    space.validate(space.from_text(text))
