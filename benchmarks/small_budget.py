@@ -49,6 +49,11 @@ ROWS = {
         make_controller(space)),
     "PPO, library defaults": lambda space: algorithms.ppo(
         make_controller(space)),
+    # Candidate defaults: the library defaults plus an entropy bonus.
+    "REINFORCE, defaults + entropy 1e-3": lambda space: algorithms.reinforce(
+        make_controller(space), entropy_weight=1e-3),
+    "PPO, defaults + entropy 1e-3": lambda space: algorithms.ppo(
+        make_controller(space), entropy_weight=1e-3),
     # The defaults before the tuning (ENAS's learning rate), for comparison.
     "REINFORCE, old defaults (lr 3.5e-4, decay 0.95)": (
         lambda space: algorithms.reinforce(make_controller(space),
@@ -86,14 +91,16 @@ def main(argv=None) -> int:
   p.add_argument("--runs", type=int, default=100)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--only", default="",
-                 help="run only the rows whose name contains this text")
+                 help="comma list: run only the rows whose name contains "
+                      "one of these texts")
   p.add_argument("--quick", action="store_true",
                  help="smoke test: 4 runs, random search only")
   args = p.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(message)s")
   logging.getLogger("jax").setLevel(logging.WARNING)
   rows = dict(list(ROWS.items())[:1]) if args.quick else ROWS
-  rows = {k: v for k, v in rows.items() if args.only in k}
+  rows = {k: v for k, v in rows.items()
+          if any(t in k for t in args.only.split(","))}
   runs = 4 if args.quick else args.runs
   keys = jax.random.split(jax.random.key(args.seed), runs)
   common.print_header(common.machine_info(), [common.WALL_CLOCK_NOTE])

@@ -146,3 +146,19 @@ def test_unknown_policy_and_bad_values_name_the_field():
     make_controller(NB201, policy="gru")
   with pytest.raises(ValueError, match="controller.temperature"):
     make_controller(NB201, policy="factorized", temperature=0.0)
+
+
+def test_policy_mode_is_the_argmax_of_valid_choices():
+  from nas_jax.controllers import factorized
+  space = registry.get("enas_rnn", num_nodes=4)  # 1..3-way pointers
+  ctrl = make_controller(space, policy="factorized")
+  logits = np.zeros(ctrl.init(jax.random.key(0))["logits"].shape)
+  logits[:, -1] = 5.0  # the padded last column must never win
+  logits[0, 0] = 1.0
+  mode = np.asarray(factorized.policy_mode(space, {"logits": jnp.asarray(
+      logits, jnp.float32)}))
+  nc = np.asarray(space.num_choices)
+  want = np.where(nc == logits.shape[1], logits.shape[1] - 1, 0)
+  want[0] = 0 if nc[0] < logits.shape[1] else logits.shape[1] - 1
+  np.testing.assert_array_equal(mode, want)
+  assert bool(space.is_valid(jnp.asarray(mode)[None])[0])

@@ -191,6 +191,9 @@ def test_lstm_sample_log_prob_is_bit_identical_to_rescore(name):
   np.testing.assert_array_equal(np.asarray(r.log_prob), np.asarray(rs.log_prob))
   np.testing.assert_array_equal(np.asarray(r.log_probs),
                                 np.asarray(rs.log_probs))
+  # The per-decision terms (PPO's per-decision ratio) sum to the total.
+  np.testing.assert_allclose(np.sum(np.asarray(r.log_probs), -1),
+                             np.asarray(r.log_prob), rtol=1e-6)
 
 
 # -- the tuning script never reads a test column -------------------------------

@@ -121,3 +121,25 @@ def test_paper_reinforce_variant_runs_from_its_config(tmp_path):
   best = json.loads((tmp_path / "best.json").read_text())
   assert len(best) == 2 and all(b["num_evals"] == 12 for b in best)
   assert all(b["text"].startswith("|") for b in best)
+
+
+@NEEDS_TABLE
+def test_benchmark_rows_hold_the_returned_architectures():
+  bench = _import("benchmarks", "nasbench201")
+  table = nb201_data.load()
+  evaluator = tabular.nasbench201(table)
+  keys = jax.random.split(jax.random.key(0), 3)
+  row = bench.run_algorithm("nb201_rea_paper", evaluator, table, keys, 0)
+  assert row["kind"] == "paper" and row["runs"] == 3
+  space = registry.get("nasbench201")
+  for text, acc in zip(row["best_arch"], row["test_acc"]):
+    i = int(space.index(jnp.asarray(space.from_text(text))))
+    np.testing.assert_allclose(acc, table.test_acc_200ep[i], rtol=1e-6)
+  np.testing.assert_allclose(row["mean_test_acc"], np.mean(row["test_acc"]))
+  assert row["returned"] == "best_seen"
+  # The paper's REINFORCE row returns the final policy's argmax cell.
+  row = bench.run_algorithm("nb201_reinforce_paper", evaluator, table, keys,
+                            0)
+  assert row["returned"] == "policy_mode" and row["kind"] == "paper"
+  for text in row["best_arch"]:  # raises on an invalid cell
+    space.validate(space.from_text(text))

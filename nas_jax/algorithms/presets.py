@@ -36,6 +36,10 @@ class Preset(NamedTuple):
   options: dict      # the algorithm's kwargs
   kind: str          # "paper" or "ours"
   reference: str     # where the settings come from
+  # Which architecture a search returns: "best_seen" (the highest reward
+  # evaluated; the library's rule) or "policy_mode" (the factorised policy's
+  # most probable cell at the end, as NB201's REINFORCE returns).
+  returned: str = "best_seen"
 
 
 _NB201_REINFORCE_REF = (
@@ -44,7 +48,8 @@ _NB201_REINFORCE_REF = (
     "factorised softmax over the 6 edges x 5 ops initialised 1e-3 * N(0, 1), "
     "Adam lr 0.001, one architecture per update, EMA momentum 0.9 updated "
     "with the reward before the advantage and read as numerator / "
-    "denominator (bias-corrected), no entropy bonus")
+    "denominator (bias-corrected), no entropy bonus; the returned cell is "
+    "the policy's per-edge argmax at the end (best_arch = policy.genotype())")
 _NB201_REA_REF = (
     "NAS-Bench-201 Sec. 5 and the authors' exps/algos/R_EA.py (Real et al. "
     "2019, Algorithm 1): population 10, tournament 3 drawn with replacement "
@@ -69,7 +74,8 @@ PRESETS: dict[str, Preset] = {
         "reinforce", dict(policy="factorized", init_scale=1e-3),
         dict(batch_size=1, learning_rate=1e-3, baseline_decay=0.9,
              baseline_update="before", debias_baseline=True,
-             entropy_weight=0.0), "paper", _NB201_REINFORCE_REF),
+             entropy_weight=0.0), "paper", _NB201_REINFORCE_REF,
+        returned="policy_mode"),
     "nb201_rea": Preset(
         "rea", {}, dict(population_size=10, sample_size=3,
                         with_replacement=False), "ours",

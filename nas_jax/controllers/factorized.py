@@ -79,6 +79,20 @@ class FactorizedPolicy(nn.Module):
     return self.logits
 
 
+def policy_mode(space: base.SearchSpace, params) -> jax.Array:
+  """``int32[T]``: each decision's most probable choice under ``params``.
+
+  NAS-Bench-201's REINFORCE returns this cell, not the best one it
+  evaluated (``exps/algos/reinforce.py``: ``best_arch = policy.genotype()``,
+  the per-edge argmax of the learned logits).
+  """
+  nc = np.asarray(space.num_choices)
+  logits = params["logits"]  # [T, C]
+  valid = np.arange(logits.shape[-1])[None, :] < nc[:, None]
+  return jnp.argmax(jnp.where(valid, logits, _NEG_INF),
+                    axis=-1).astype(jnp.int32)
+
+
 def make_factorized_controller(space: base.SearchSpace, *,
                                init_scale: float = 1e-3,
                                temperature: float = 1.0) -> Controller:
