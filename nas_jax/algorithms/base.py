@@ -58,3 +58,64 @@ def state_scalars(state) -> dict[str, float]:
     if hasattr(state, name):
       out[name] = float(jax.numpy.mean(getattr(state, name)))
   return out
+
+
+NONFINITE_POLICIES = ("skip", "error")
+# Rewards beyond this are treated like inf: Adam squares gradients scaled by
+# the advantage, and a float32 square overflows above ~1.8e19.
+MAX_ABS_REWARD = 1e15
+
+
+def usable_rewards(rewards):
+  """``bool[...]``: finite and within ``MAX_ABS_REWARD`` (jnp or numpy)."""
+  xp = jax.numpy if isinstance(rewards, jax.Array) else __import__("numpy")
+  return xp.isfinite(rewards) & (xp.abs(xp.where(
+      xp.isfinite(rewards), rewards, 0)) <= MAX_ABS_REWARD)
+
+
+def _warn_nonfinite(name, archs, rewards, policy):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  rewards = np.asarray(rewards)
+  archs = np.asarray(archs)
+  bad = np.flatnonzero(~usable_rewards(rewards))
+  if not bad.size:  # under vmap both branches of the cond run
+    return
+  shown = "; ".join(f"{archs[i].tolist()} -> {rewards[i]!r}"
+                    for i in bad[:4])
+  if policy == "error":
+    raise FloatingPointError(
+        f"{name}: non-finite reward(s) {shown}; fix the evaluator, or use "
+        "nonfinite='skip' to skip such updates")
+  logging.warning("%s: non-finite reward(s) %s; update skipped", name, shown)
+
+
+def guard_nonfinite(algorithm: Algorithm, policy: str = "skip") -> Algorithm:
+  """Wraps ``algorithm.feedback`` so NaN / inf rewards never update it.
+
+  (Also rewards beyond ``MAX_ABS_REWARD``, e.g. 3e38, which overflow the
+  optimiser's statistics.)
+
+  With ``policy="skip"`` a batch holding any non-finite reward leaves the
+  state unchanged and logs a warning naming the architectures; with
+  ``"error"`` it raises (inside ``jit``, as the error of the computation).
+  Finite batches are updated exactly as before. Jittable and vmappable.
+  """
+  if policy not in NONFINITE_POLICIES:
+    raise ValueError(f"nonfinite policy must be one of {NONFINITE_POLICIES}, "
+                     f"got {policy!r}")
+  inner = algorithm.feedback
+
+  def feedback(state, archs, rewards):
+    usable = usable_rewards(jax.numpy.asarray(rewards))
+    ok = jax.numpy.all(usable)
+    safe = jax.numpy.where(usable, rewards, 0.0)
+    new = inner(state, archs, safe.astype(jax.numpy.asarray(rewards).dtype))
+
+    def report(a, r):
+      jax.debug.callback(_warn_nonfinite, algorithm.name, a, r, policy)
+
+    jax.lax.cond(ok, lambda a, r: None, report, archs, rewards)
+    return jax.tree.map(lambda n, o: jax.numpy.where(ok, n, o), new, state)
+
+  return algorithm._replace(feedback=feedback)
