@@ -31,6 +31,7 @@ def get_config(variant: str = "reinforce") -> ml_collections.ConfigDict:
   c.max_evals = 1000
   c.rounds_per_checkpoint = 25  # the jitted search is checkpointed this often
   c.keep = 3                    # checkpoints kept in <workdir>/checkpoints
+  c.nonfinite_reward = "skip"  # a NaN/inf reward: "skip" the update or "error"
   c.controller = dict(hidden_size=32, num_layers=1, temperature=1.0,
                       tanh_constant=None)
   c.reinforce = dict(batch_size=1, learning_rate=0.01, baseline_decay=0.9,

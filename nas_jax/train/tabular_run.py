@@ -90,11 +90,10 @@ def build_evaluator(config: ml_collections.ConfigDict):
 
 def build_algorithm(config: ml_collections.ConfigDict,
                     space: spaces_base.SearchSpace) -> algorithms.Algorithm:
-  """The algorithm ``config.algorithm`` names, with NaN / inf rewards
-  skipped or refused as ``config.nonfinite_reward`` says (default skip)."""
+  """The algorithm ``config.algorithm`` names; NaN / inf rewards never
+  update it (``algorithms.base.guard_nonfinite``)."""
   name = config.algorithm
-  policy = config.get("nonfinite_reward", "skip")
-  guard = lambda a: algo_base.guard_nonfinite(a, policy)
+  guard = algo_base.guard_nonfinite
   if name == "random":
     return guard(algorithms.random_search(space, **config.random))
   if name in ("evolution", "rea"):
@@ -199,12 +198,35 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return {"status": status, "checkpoint": n_chunk}
   result = jax.vmap(fns.finish)(carry)
   result = jax.tree.map(np.asarray, result._replace(state=None))
+  _report_nonfinite(config, space, result)
   totals = {"wall_seconds": prior.get("wall_seconds", 0.0) + wall,
             "sessions": prior.get("sessions", 0) + 1,
             "compilations": prior.get("compilations", 0) +
                             _compilations(init, advance)}
   return _write_results(config, workdir, space, evaluator, algo, result,
                         totals)
+
+
+def _report_nonfinite(config, space, result) -> None:
+  """Names the architectures whose table reward was NaN / inf: their
+  updates were skipped inside the jitted search; ``nonfinite_reward=error``
+  stops the run here, before results are written."""
+  bad = []
+  for s in range(result.rewards.shape[0]):
+    n = int(result.num_evals[s])
+    r = result.rewards[s, :n]
+    for i in np.flatnonzero(~algo_base.usable_rewards(r)):
+      bad.append(f"seed {s} step {i}: {space.to_text(result.archs[s, i])} "
+                 f"-> {float(r[i])!r}")
+  if not bad:
+    return
+  shown = "; ".join(bad[:4]) + (f"; ... ({len(bad)} in all)"
+                                if len(bad) > 4 else "")
+  if config.get("nonfinite_reward", "skip") == "error":
+    raise ValueError(f"non-finite reward(s) {shown}; fix the table, or set "
+                     "--config.nonfinite_reward=skip")
+  logging.warning("non-finite reward(s) %s; the updates on them were "
+                  "skipped (nonfinite_reward=skip)", shown)
 
 
 def _best_rewards(rewards: np.ndarray) -> np.ndarray:
