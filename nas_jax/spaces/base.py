@@ -240,11 +240,16 @@ class SearchSpace:
     concrete (non-traced) array is checked exactly in its own dtype, so
     int64 / uint64 values that would wrap in int32 are invalid.
     """
+    if isinstance(arch, (list, tuple)) and any(
+        isinstance(v, (bool, np.bool_)) for v in arch):
+      return jnp.zeros((), bool)  # [True, 0] is not a code
     try:
       host = np.asarray(arch)
     except (jax.errors.TracerArrayConversionError,
             jax.errors.ConcretizationTypeError):
       host = None
+    except (ValueError, TypeError):  # ragged or otherwise unreadable
+      return jnp.zeros((), bool)
     if host is not None:
       shape = host.shape[:-1] if host.ndim else ()
       if host.ndim == 0 or host.shape[-1] != self.num_decisions:
