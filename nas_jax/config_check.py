@@ -217,10 +217,11 @@ def check(config: Any, schema: Schema, *,
   Raises:
     ValueError: naming the first bad field, its allowed range and the value.
   """
-  flat = _leaves(config, schema)
+  missing = object()
   for name, rule in schema.items():
-    if name in flat:
-      rule.check(name, flat[name])
+    value = _get(config, name, missing)
+    if value is not missing:
+      rule.check(name, value)
   for fn in extra:
     fn(config)
 
@@ -273,8 +274,10 @@ def controller_rules(prefix: str = "controller") -> dict[str, Rule]:
       p + "temperature": Float(gt=0, doc="logits are divided by it (ENAS)"),
       p + "tanh_constant": Float(gt=0, optional=True,
                                  doc="logits -> c * tanh(logits / c) (ENAS)"),
-      p + "attention_size": Int(1, 65536, optional=True,
-                                doc="pointer attention width"),
+      p + "init_scale": Float(gt=0, doc="uniform init range of the "
+                              "controller's weights"),
+      p + "unroll": Bool(optional=True, doc="trace one step per decision "
+                         "(None: by the number of decisions)"),
   }
 
 
