@@ -150,6 +150,8 @@ def _parse_flags(argv):
   """absl's parsing, with every failure reported as one clear line."""
   argv = [("--resume=" + a.split("=", 1)[1])
           if a.startswith("--config.resume=") else a for a in argv]
+  # ml_collections finds the --config.x overrides in sys.argv itself.
+  sys.argv[:] = argv
   spec = _config_arg(argv)
   if spec is not None:
     problem = _explain_config_path(spec)

@@ -179,6 +179,8 @@ def run(algorithm: algo_base.Algorithm,
     with ctx:
       checkpointer.save(r, state, meta)
 
+  if guard is not None:
+    guard.nothing_to_save = True  # the restored (or fresh) state
   status = "done"
   steady: list[float] = []  # durations of this session's rounds after its 1st
   heartbeat = _Heartbeat(heartbeat_seconds)
@@ -231,6 +233,11 @@ def run(algorithm: algo_base.Algorithm,
       if checkpointer is not None and (
           (r + 1) % checkpoint_every == 0 or r + 1 == num_rounds or stop):
         save(r)
+        saved = True
+      else:
+        saved = False
+      if guard is not None:
+        guard.nothing_to_save = saved
       done = r + 1 - start
       if done % log_every == 0 or r + 1 == num_rounds:
         remaining = num_rounds - r - 1

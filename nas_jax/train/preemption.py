@@ -1,10 +1,14 @@
-"""SIGTERM / SIGINT -> checkpoint and exit cleanly, or exit at once when
-nothing would be lost.
+"""SIGTERM / SIGINT -> exit at once when nothing would be lost, else
+checkpoint after the current round and exit cleanly.
 
 TPU VMs and batch schedulers send SIGTERM shortly before taking a machine.
-Inside ``PreemptionGuard`` the first SIGTERM or SIGINT only sets a flag; the
-search loop checks it between rounds, writes a checkpoint and returns, so the
-same command resumes the run.
+The search loop tells its ``PreemptionGuard`` whether everything it did is
+covered by the last checkpoint (``guard.nothing_to_save``: true right after
+a checkpoint, so always with ``checkpoint_every=1``). Then a signal ends the
+process at once with status 0: the round in progress is redone identically
+by the resumed run (round ``r`` always uses ``fold_in(key, r)``). Otherwise
+the first signal only sets a flag; the loop checks it after the round,
+writes a checkpoint and returns, so the same command resumes the run.
 
 Python runs signal handlers only between bytecodes of the main thread, so a
 main thread inside one long XLA call (compiling the first train step can
@@ -76,6 +80,7 @@ class PreemptionGuard:
     self.signals = tuple(signals)
     self.grace_seconds = grace_seconds
     self.requested = False
+    self.nothing_to_save = False  # set by the loop (see the module doc)
     self.signal_name: str | None = None
     self.resume_hint = "run the same command to resume"
     self._previous = {}
@@ -98,6 +103,12 @@ class PreemptionGuard:
     self.requested = True
     self.signal_name = name
     self._handled.set()
+    if self.nothing_to_save:
+      self._stop_now(
+          f"{name} received: stopped at once; everything before the round "
+          f"in progress is in the last checkpoint and a resumed run redoes "
+          f"that round identically; {self.resume_hint}", 0)
+      return
     logging.warning("%s received: the run will checkpoint and stop after the "
                     "current round (a second signal stops at once)", name)
 
@@ -137,11 +148,13 @@ class PreemptionGuard:
           self._stop_now(f"second {name}: stopped at once; "
                          f"{self.resume_hint}", 128 + signum)
         if self._handled.wait(self.grace_seconds):
-          continue  # the main thread took it: it stops after this round
+          continue  # the main thread took it
+        if not self.nothing_to_save:
+          continue  # rounds since the checkpoint: the loop saves them
         self._stop_now(
-            f"{name} received while the main thread was busy inside one "
-            f"long call (e.g. compiling); stopped without losing a saved "
-            f"round: {self.resume_hint}", 0)
+            f"{name} received while the main thread was inside one long "
+            f"call (e.g. compiling); stopped at once, nothing since the last "
+            f"checkpoint is lost: {self.resume_hint}", 0)
 
   def __enter__(self) -> "PreemptionGuard":
     # Signal handlers can only be installed from the main thread; elsewhere

@@ -133,6 +133,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                      required_meta=("round",))
   guard = preemption.PreemptionGuard()
   guard.__enter__()
+  guard.nothing_to_save = True  # until a chunk runs past the checkpoint
   try:
     logging.info("compiling the search's init (the first call compiles)")
     carry = init(keys)
