@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -177,6 +178,9 @@ class WorkdirLock:
         try:
           os.link(tmp, self.path)  # atomic: fails if a lock exists
           self.held = True
+          # Also released on any interpreter exit (a signal's SystemExit
+          # between taking the lock and entering a `with` block).
+          atexit.register(self.release)
           return self
         except FileExistsError:
           pass
@@ -197,9 +201,13 @@ class WorkdirLock:
 
   def release(self) -> None:
     """Drops the lock (idempotent; only if this process holds it)."""
-    if self.held and _read_pid(self.path) == os.getpid():
-      self.path.unlink(missing_ok=True)
+    try:
+      if self.held and _read_pid(self.path) == os.getpid():
+        self.path.unlink(missing_ok=True)
+    except (OSError, WorkdirError):
+      pass
     self.held = False
+    atexit.unregister(self.release)
 
   def __exit__(self, *exc):
     self.release()
