@@ -170,3 +170,27 @@ def test_eta_uses_steady_rounds_only(caplog):
   # from the mean including round 1 would say 4 x 55 s = 3m40s.
   assert lines[1].endswith("10.0s/round | ETA 0m40s"), lines[1]
   assert lines[2].endswith("ETA 0m30s"), lines[2]
+
+
+def test_table_with_impossible_values_is_refused_on_load(tmp_path):
+  # One load (parsing 15,625 rows is the cost); the first bad column in
+  # file order is named: NaN test accuracy, a negative cost and an accuracy
+  # of 1e6 are all refused by the same check.
+  import csv
+  from nas_jax.data import nasbench201 as nb201_data
+  src = nb201_data.default_path()
+  if not src.is_file():
+    pytest.skip(f"NAS-Bench-201 table not found at {src}")
+  with open(src, newline="") as f:
+    rows = list(csv.DictReader(f))
+  rows[123]["test_acc_200ep"] = "nan"
+  rows[456]["train_seconds_per_epoch"] = "-3"
+  rows[789]["valid_acc_12ep"] = "1e6"
+  path = tmp_path / "nb201.csv"
+  with open(path, "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+  with pytest.raises(ValueError, match="column valid_acc_12ep holds 1 value.*"
+                     "1000000.0.*corrupt"):
+    nb201_data.load(path)

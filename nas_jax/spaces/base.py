@@ -307,15 +307,16 @@ class SearchSpace:
       rows = host.reshape(-1, host.shape[-1]) if host.ndim >= 1 else host
       if host.ndim == 0 or host.shape[-1] != self.num_decisions:
         self.validate(host)  # raises, naming the shape
-      for row in rows:
-        self.validate(row)
-      arch = jnp.asarray(host.astype(np.int32))
-    arch = jnp.asarray(arch)
+      if not bool(self.is_valid(host).all()):
+        for row in rows:
+          self.validate(row)  # raises, naming the decision and value
     radix = np.cumprod(np.concatenate([[1], self.num_choices[::-1][:-1]]))
-    radix = jnp.asarray(radix[::-1].astype(np.int32))
-    idx = jnp.sum(arch.astype(jnp.int32) * radix, axis=-1)
-    if host is not None:
-      return idx
+    radix = radix[::-1].astype(np.int32)
+    if host is not None:  # on the host: no device dispatch per call
+      return jnp.asarray(np.sum(host.astype(np.int64) * radix, axis=-1)
+                         .astype(np.int32))
+    arch = jnp.asarray(arch)
+    idx = jnp.sum(arch.astype(jnp.int32) * jnp.asarray(radix), axis=-1)
     return jnp.where(self.is_valid(arch), idx, -1)
 
   def from_index(self, index: int) -> np.ndarray:
