@@ -243,9 +243,9 @@ def main(argv):
     with workdir_lib.WorkdirLock(workdir) as lock:
       preemption.add_cleanup(lock.release)
       try:
-        if force and changes:
-          # The run re-checks identity itself; accept the new config first.
-          workdir_lib.record(workdir, config, safe=safe)
+        # Every run kind's workdir records its config and identity (a
+        # forced config replaces the old one before the run re-checks it).
+        workdir_lib.record(workdir, config, safe=safe)
         module.run(config, str(workdir))
       finally:
         preemption.remove_cleanup(lock.release)
