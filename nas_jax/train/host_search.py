@@ -208,8 +208,9 @@ def run(algorithm: algo_base.Algorithm,
                           f"{rewards[i]!r}" for i in bad[:4])
         if nonfinite == "error":
           raise NonFiniteRewardError(
-              f"round {r}: non-finite or overflowing reward(s) {names}; the evaluator "
-              "failed on these architectures. Fix the evaluation, or set "
+              f"round {r}: non-finite or overflowing reward(s) {names}; the "
+              "evaluator failed on these architectures. Fix the evaluation, "
+              "or set "
               "--config.nonfinite_reward=skip to skip such updates")
         logging.warning("round %d: non-finite reward(s) %s; skipping this "
                         "round's update (nonfinite_reward=skip)", r, names)

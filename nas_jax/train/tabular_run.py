@@ -131,67 +131,68 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ckpt = checkpoint_lib.Checkpointer(workdir,
                                      max_to_keep=config.get("keep", 3),
                                      required_meta=("round",))
-  guard = preemption.PreemptionGuard()
-  guard.__enter__()
-  guard.nothing_to_save = True  # until a chunk runs past the checkpoint
-  try:
-    logging.info("compiling the search's init (the first call compiles)")
-    carry = init(keys)
-    restored = ckpt.restore(carry)
-    n_chunk, prior = 0, {}
-    if restored is not None:
-      n_chunk, carry, prior = restored
-      logging.info("resumed from checkpoint %d (round %d)", n_chunk,
-                   prior["round"])
-    logging.info("searching %s with %s: %d seed(s), budget %s s, <= %d "
-                 "evals", space.name, algo.name, config.num_seeds,
-                 config.get("time_budget"), config.max_evals)
-    writer = metrics_lib.MetricWriter(workdir)
-    last = int(np.max(carry.round)) - 1
-    writer.truncate_after(last)
-    t0 = time.perf_counter()
-    status = "done"
-    first = True
-    while not bool(np.all(carry.done)):
-      n_chunk += 1
-      t_chunk, evals_before = time.perf_counter(), int(np.sum(carry.num_evals))
-      if first:
-        logging.info("compiling the jitted search chunk and running rounds "
-                     "to %d", n_chunk * chunk)
-      carry = advance(carry, n_chunk * chunk)
-      rnd = int(np.max(carry.round))
-      new_evals = int(np.sum(carry.num_evals)) - evals_before
-      writer.write_scalars(rnd - 1, {
-          "reward/best_so_far_mean_over_seeds": float(
-              np.mean(_best_rewards(carry.rewards))),
-          "search/evaluations_mean_over_seeds": float(
-              np.mean(carry.num_evals)),
-          "search/simulated_seconds_mean": float(np.mean(carry.time_used)),
-          "search/evaluations_per_second": new_evals / max(
-              time.perf_counter() - t_chunk, 1e-9),
-          **{f"controller/{k}": v
-             for k, v in algos_state_scalars(carry.state).items()}})
-      writer.flush()  # durable before the checkpoint that covers it
-      with guard.critical():
-        ckpt.save(n_chunk, carry, {
-            "round": rnd,
-            "wall_seconds": prior.get("wall_seconds", 0.0) +
-                            time.perf_counter() - t0,
-            "sessions": prior.get("sessions", 0) + 1,
-            "compilations": prior.get("compilations", 0) +
-                            _compilations(init, advance)})
-      logging.info("round %d: %d evaluations per seed so far, best reward "
-                   "%.4f (mean over seeds)", rnd, int(np.mean(carry.num_evals)),
-                   float(np.mean(_best_rewards(carry.rewards))))
-      first = False
-      if guard.requested and not bool(np.all(carry.done)):
-        status = "preempted"
-        break
-  finally:
-    guard.__exit__(None, None, None)
-    ckpt.close()
-    if "writer" in locals():
-      writer.close()
+  writer = None
+  with preemption.PreemptionGuard() as guard:
+    guard.nothing_to_save = True  # until a chunk runs past the checkpoint
+    try:
+      logging.info("compiling the search's init (the first call compiles)")
+      carry = init(keys)
+      restored = ckpt.restore(carry)
+      n_chunk, prior = 0, {}
+      if restored is not None:
+        n_chunk, carry, prior = restored
+        logging.info("resumed from checkpoint %d (round %d)", n_chunk,
+                     prior["round"])
+      logging.info("searching %s with %s: %d seed(s), budget %s s, <= %d "
+                   "evals", space.name, algo.name, config.num_seeds,
+                   config.get("time_budget"), config.max_evals)
+      writer = metrics_lib.MetricWriter(workdir)
+      last = int(np.max(carry.round)) - 1
+      writer.truncate_after(last)
+      t0 = time.perf_counter()
+      status = "done"
+      first = True
+      while not bool(np.all(carry.done)):
+        n_chunk += 1
+        t_chunk = time.perf_counter()
+        evals_before = int(np.sum(carry.num_evals))
+        if first:
+          logging.info("compiling the jitted search chunk and running rounds "
+                       "to %d", n_chunk * chunk)
+        carry = advance(carry, n_chunk * chunk)
+        rnd = int(np.max(carry.round))
+        new_evals = int(np.sum(carry.num_evals)) - evals_before
+        writer.write_scalars(rnd - 1, {
+            "reward/best_so_far_mean_over_seeds": float(
+                np.mean(_best_rewards(carry.rewards))),
+            "search/evaluations_mean_over_seeds": float(
+                np.mean(carry.num_evals)),
+            "search/simulated_seconds_mean": float(np.mean(carry.time_used)),
+            "search/evaluations_per_second": new_evals / max(
+                time.perf_counter() - t_chunk, 1e-9),
+            **{f"controller/{k}": v
+               for k, v in algos_state_scalars(carry.state).items()}})
+        writer.flush()  # durable before the checkpoint that covers it
+        with guard.critical():
+          ckpt.save(n_chunk, carry, {
+              "round": rnd,
+              "wall_seconds": prior.get("wall_seconds", 0.0) +
+                              time.perf_counter() - t0,
+              "sessions": prior.get("sessions", 0) + 1,
+              "compilations": prior.get("compilations", 0) +
+                              _compilations(init, advance)})
+        logging.info("round %d: %d evaluations per seed so far, best reward "
+                     "%.4f (mean over seeds)", rnd,
+                     int(np.mean(carry.num_evals)),
+                     float(np.mean(_best_rewards(carry.rewards))))
+        first = False
+        if guard.requested and not bool(np.all(carry.done)):
+          status = "preempted"
+          break
+    finally:
+      ckpt.close()
+      if writer is not None:
+        writer.close()
   wall = time.perf_counter() - t0
   if status == "preempted":
     logging.warning("stopped by %s after checkpoint %d; run the same command "
