@@ -203,4 +203,6 @@ def quiet_exit_handler(signum, frame):
   name = signal.Signals(signum).name
   logging.warning("%s received: stopping; run the same command to resume",
                   name)
-  raise SystemExit(128 + signum)
+  # A scheduler's SIGTERM is a normal preemption (status 0, as inside a
+  # guard); Ctrl-C is the user's stop (130).
+  raise SystemExit(0 if signum == signal.SIGTERM else 128 + signum)
