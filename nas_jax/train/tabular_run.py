@@ -250,7 +250,8 @@ def _write_results(config, workdir, space, evaluator, algo, result,
       for i in range(int(result.num_evals[s])):
         f.write(json.dumps({
             "seed": s, "step": i, "arch": space.to_text(result.archs[s, i]),
-            "reward": float(result.rewards[s, i]),
+            "reward": (float(result.rewards[s, i])
+                       if np.isfinite(result.rewards[s, i]) else None),
             "cost": float(result.costs[s, i])}) + "\n")
   best = []
   for s in range(config.num_seeds):
