@@ -194,3 +194,22 @@ def test_table_with_impossible_values_is_refused_on_load(tmp_path):
   with pytest.raises(ValueError, match="column valid_acc_12ep holds 1 value.*"
                      "1000000.0.*corrupt"):
     nb201_data.load(path)
+
+
+def test_a_long_round_is_not_silent(caplog):
+  """While a round runs (compiling, training), a line every few seconds."""
+  import time as time_lib
+  table = TabularEvaluator(SPACE, np.linspace(0.1, 0.9,
+                                              SPACE.num_architectures))
+
+  def slow(archs):
+    time_lib.sleep(0.6)
+    return table(archs)
+
+  with caplog.at_level(logging.INFO):
+    host_search.run(ALGOS["random"], slow, jax.random.key(0), num_rounds=1,
+                    heartbeat_seconds=0.1)
+  beats = [r.getMessage() for r in caplog.records
+           if "so far)" in r.getMessage()]
+  assert len(beats) >= 2, caplog.text
+  assert beats[0].startswith("round 1/1: compiling")
