@@ -293,3 +293,22 @@ def test_tabular_run_writes_every_file_and_refuses_another_algorithm(
   assert json.loads((tmp_path / "config.json").read_text())[
       "algorithm"] == "reinforce"
   assert (tmp_path / "summary.json").read_bytes() == summary
+
+
+def test_corrupt_data_is_a_one_line_error(tmp_path):
+  import shutil
+  from nas_jax.data import paths
+  src = paths.data_dir() / "tfds" / "fashion_mnist" / "3.0.1"
+  if not (src / "dataset_info.json").is_file():
+    pytest.skip(f"no prepared fashion_mnist in {src}")
+  dst = tmp_path / "data" / "tfds" / "fashion_mnist" / "3.0.1"
+  shutil.copytree(src, dst, copy_function=shutil.copyfile)
+  bad = dst / "fashion_mnist-train.array_record-00000-of-00001"
+  with open(bad, "r+b") as f:
+    f.truncate(bad.stat().st_size // 2)
+  r = run(TINY + ["--config.data.name=fashion_mnist",
+                  f"--config.data.data_dir={tmp_path / 'data'}",
+                  f"--workdir={tmp_path / 'run'}"])
+  # Before: the clear text, but as an uncaught traceback with status 1.
+  _assert_one_line_error(r, str(bad), "corrupt")
+  assert not (tmp_path / "run" / ".lock").exists()
