@@ -193,17 +193,21 @@ def main(argv):
     _fail(f"config.run must be one of {sorted(RUNS)}, got {kind!r}"
           f"{config_check.did_you_mean(str(kind), list(RUNS))}")
   from nas_jax import config_check
+  from nas_jax.train import workdir as workdir_lib
+  if not _FIELDS.value:
+    if not _WORKDIR.value:
+      _fail("--workdir is required, e.g. --workdir=runs/digits")
+    try:
+      workdir = workdir_lib.check_path(_WORKDIR.value)
+    except ValueError as e:
+      _fail(str(e))
   module = _module_of(RUNS[kind])
   schema = getattr(module, "SCHEMA", {})
   if _FIELDS.value:
     print(config_check.describe(config, schema))
     return
-  if not _WORKDIR.value:
-    _fail("--workdir is required, e.g. --workdir=runs/digits")
-  from nas_jax.train import workdir as workdir_lib
   try:
     module.check_config(config)
-    workdir = workdir_lib.check_path(_WORKDIR.value)
   except ValueError as e:
     _fail(str(e))
   force = _RESUME.value == "force"

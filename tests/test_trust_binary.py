@@ -20,7 +20,6 @@ import time
 
 import pytest
 
-from nas_jax.data import nasbench201 as nb201_data
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MAIN = [sys.executable, "experiments/main.py"]
@@ -143,8 +142,6 @@ def errors(tmp_path_factory):
       "bad_variant": ["--config=experiments/configs/seed003_digits.py:pop"],
       "batch_size_0": [DIGITS, "--config.ppo.batch_size=0"],
       "rounds_-1": [DIGITS, "--config.num_rounds=-1"],
-      "lr_nan": [DIGITS, "--config.ppo.learning_rate=nan"],
-      "temperature_0": [DIGITS, "--config.controller.temperature=0"],
       "wrong_type": [DIGITS, "--config.seed=abc"],
       "reward_column": ["--config=experiments/configs/nasbench201.py:ppo",
                         "--config.reward_column=foo"],
@@ -169,8 +166,6 @@ EXPECTED = {
     "bad_variant": ("unknown variant 'pop'", "'ppo'"),
     "batch_size_0": ("ppo.batch_size must be", "got 0"),
     "rounds_-1": ("num_rounds must be", "got -1"),
-    "lr_nan": ("ppo.learning_rate must be a finite number > 0", "nan"),
-    "temperature_0": ("controller.temperature must be", "got 0.0"),
     "wrong_type": ("--config.seed=abc",),
     "reward_column": ("reward_column must be one of", "'foo'"),
     "url": ("gs://bucket/run is a URL", "mount the bucket"),
@@ -251,48 +246,22 @@ def test_workdir_knows_its_config(runs):
                          "--config.resume=force")
   assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in watched} == before
 
-  # More rounds: a safe change, logged; the summary accumulates.
+  # More rounds (a safe change, logged) and, forced, another seed: the run
+  # is extended and its summary accumulates over the sessions.
   first = json.loads((wd / "summary.json").read_text())
-  r = run([a for a in TINY if "num_rounds" not in a] +
-          [f"--workdir={wd}", "--config.num_rounds=4"])
-  assert r.returncode == 0, r
-  assert "changed field: num_rounds: 3 -> 4" in r.stderr
-  summary = json.loads((wd / "summary.json").read_text())
-  assert summary["sessions"] == 2 and summary["children_evaluated"] == 8
-  assert summary["wall_seconds"] > first["wall_seconds"]
-  assert summary["compilations_of_train_step"] >= 2
-  assert json.loads((wd / "config.json").read_text())["num_rounds"] == 4
-  assert _history(wd)[:6] == runs["a_history"]
-
-  # Forced: allowed, recorded.
   r = run([a for a in TINY if "num_rounds" not in a] +
           [f"--workdir={wd}", "--config.num_rounds=4", "--config.seed=5",
            "--config.resume=force"])
   assert r.returncode == 0, r
+  assert "changed field: num_rounds: 3 -> 4" in r.stderr
   assert "forced: seed: 0 -> 5" in r.stderr
-  assert json.loads((wd / "config.json").read_text())["seed"] == 5
-
-
-@pytest.mark.skipif(not nb201_data.default_path().is_file(),
-                    reason="NAS-Bench-201 table absent")
-def test_tabular_run_writes_every_file_and_refuses_another_algorithm(
-    tmp_path):
-  nb = "--config=experiments/configs/nasbench201.py:"
-  args = ["--config.max_evals=6", "--config.rounds_per_checkpoint=3",
-          f"--workdir={tmp_path}"]
-  r = run([nb + "reinforce"] + args)
-  assert r.returncode == 0, r
-  for name in ("config.json", "identity.json", "history.jsonl",
-               "metrics.jsonl", "best.json", "best_arch.png",
-               "search_curve.png", "summary.json"):
-    assert (tmp_path / name).is_file(), name
-  assert (tmp_path / "best_arch.png").read_bytes()[:4] == b"\x89PNG"
-  summary = (tmp_path / "summary.json").read_bytes()
-  r = run([nb + "ppo"] + args)
-  _assert_one_line_error(r, "algorithm: 'reinforce' -> 'ppo'")
-  assert json.loads((tmp_path / "config.json").read_text())[
-      "algorithm"] == "reinforce"
-  assert (tmp_path / "summary.json").read_bytes() == summary
+  summary = json.loads((wd / "summary.json").read_text())
+  assert summary["sessions"] == 2 and summary["children_evaluated"] == 8
+  assert summary["wall_seconds"] > first["wall_seconds"]
+  assert summary["compilations_of_train_step"] >= 2
+  config = json.loads((wd / "config.json").read_text())
+  assert (config["num_rounds"], config["seed"]) == (4, 5)
+  assert _history(wd)[:6] == runs["a_history"]
 
 
 def test_corrupt_data_is_a_one_line_error(tmp_path):

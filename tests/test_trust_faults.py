@@ -193,7 +193,8 @@ def test_reinforce_checkpoint_restored_as_ppo_state_is_a_clear_error(
 
 def test_tabular_loop_falls_back_and_completes(tmp_path, monkeypatch):
   """The jitted loop of tabular runs survives a damaged newest checkpoint
-  too (before: "Checkpoint for step N already exists" on every re-run)."""
+  too (before: "Checkpoint for step N already exists" on every re-run); it
+  writes every file of a run; its workdir refuses another algorithm."""
   from nas_jax.data import nasbench201 as nb201_data
   if not nb201_data.default_path().is_file():
     pytest.skip(f"NAS-Bench-201 table not found at "
@@ -221,3 +222,19 @@ def test_tabular_loop_falls_back_and_completes(tmp_path, monkeypatch):
       (ref / "history.jsonl").read_text()
   assert [p.name.split(".")[0] for p in
           (wd / "checkpoints_unreadable").iterdir()] == [str(latest)]
+  for name in ("config.json", "identity.json", "history.jsonl",
+               "metrics.jsonl", "best.json", "best_arch.png",
+               "search_curve.png", "summary.json"):
+    assert (wd / name).is_file(), name
+  assert (wd / "best_arch.png").read_bytes()[:4] == b"\x89PNG"
+  assert json.loads((wd / "summary.json").read_text())["sessions"] == 2
+  # Item 1: `:reinforce` then `:ppo` on one workdir is refused, naming the
+  # field, and the workdir's files stay as they were.
+  from nas_jax.train import workdir as workdir_lib
+  before = (wd / "summary.json").read_bytes()
+  config.algorithm = "ppo"
+  with pytest.raises(workdir_lib.IdentityError,
+                     match="algorithm: 'random' -> 'ppo'"):
+    tabular_run.run(config, str(wd))
+  assert json.loads((wd / "config.json").read_text())["algorithm"] == "random"
+  assert (wd / "summary.json").read_bytes() == before

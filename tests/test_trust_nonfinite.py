@@ -21,7 +21,7 @@ CTRL = make_controller(SPACE, hidden_size=8)
 ALGOS = {
     "reinforce": algorithms.reinforce(CTRL, batch_size=4, learning_rate=0.1),
     "ppo": algorithms.ppo(CTRL, batch_size=4, minibatch_size=2,
-                          learning_rate=0.1),
+                          num_epochs=2, learning_rate=0.1),
     "evolution": algorithms.regularized_evolution(
         SPACE, population_size=4, sample_size=2, batch_size=4),
     "random": algorithms.random_search(SPACE, batch_size=4),
