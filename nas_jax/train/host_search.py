@@ -9,6 +9,8 @@ search and a jitted search over the same table propose the same children.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import threading
 import time
 from typing import Any, Callable, NamedTuple
@@ -68,6 +70,48 @@ def is_better(reward: float, best: Record | None) -> bool:
   if not algo_base.usable_rewards(np.float64(reward)):
     return False
   return best is None or not np.isfinite(best.reward) or reward > best.reward
+
+
+def _timings_path():
+  root = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+      os.path.expanduser("~"), ".cache")
+  return os.path.join(root, "nas_jax", "first_round_seconds.json")
+
+
+def _timing_key(algorithm, evaluate) -> str:
+  space = getattr(evaluate, "space", None)
+  return (f"{algorithm.name}/{getattr(space, 'name', '?')}/"
+          f"{type(evaluate).__name__}/batch{algorithm.batch_size}")
+
+
+def _remembered_first_round(key: str) -> float | None:
+  """How long a first round (with compilation) took on this machine, for
+  the same algorithm, space and evaluator (best effort)."""
+  try:
+    with open(_timings_path()) as f:
+      value = json.load(f).get(key)
+    return float(value) if value else None
+  except (OSError, ValueError, AttributeError, TypeError):
+    return None
+
+
+def _remember_first_round(key: str, seconds: float) -> None:
+  path = _timings_path()
+  try:
+    try:
+      with open(path) as f:
+        data = json.load(f)
+      data = data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+      data = {}
+    data[key] = round(seconds, 1)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+      json.dump(data, f)
+    os.replace(tmp, path)
+  except OSError:
+    pass  # a hint only
 
 
 class _Heartbeat:
@@ -184,16 +228,18 @@ def run(algorithm: algo_base.Algorithm,
   status = "done"
   steady: list[float] = []  # durations of this session's rounds after its 1st
   heartbeat = _Heartbeat(heartbeat_seconds)
-  first_hint = meta.get("first_round_seconds")
+  timing_key = _timing_key(algorithm, evaluate)
+  first_hint = (meta.get("first_round_seconds") or
+                _remembered_first_round(timing_key))
   try:
     for r in range(start, num_rounds):
       t_round = clock()
       if r == start:
         what = (f"round {r + 1}/{num_rounds}: compiling the controller and "
                 "the evaluator's step, then evaluating")
-        hint = (f"; it took {_fmt_seconds(first_hint)} last time"
-                if first_hint else "; the first call compiles, which can take "
-                "minutes on a CPU")
+        hint = (f"; about {_fmt_seconds(first_hint)} on this machine last "
+                "time" if first_hint else "; the first call compiles, which "
+                "can take minutes on a CPU")
         logging.info("%s%s", what, hint)
       else:
         what = f"round {r + 1}/{num_rounds}: evaluating"
@@ -228,6 +274,7 @@ def run(algorithm: algo_base.Algorithm,
       took = clock() - t_round
       if r == start:
         first_hint = took
+        _remember_first_round(timing_key, took)
       else:
         steady.append(took)
       stop = guard is not None and guard.requested and r + 1 < num_rounds
