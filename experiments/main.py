@@ -187,13 +187,12 @@ def main(argv):
     _fail("--config is required, e.g. "
           "--config=experiments/configs/seed003_digits.py:ppo")
   logging.info("checking config %s", _config_arg(sys.argv) or "")
+  from nas_jax import config_check  # cheap: no JAX
+  from nas_jax.train import workdir as workdir_lib
   kind = config.get("run", "tabular")
   if kind not in RUNS:
-    from nas_jax import config_check
     _fail(f"config.run must be one of {sorted(RUNS)}, got {kind!r}"
           f"{config_check.did_you_mean(str(kind), list(RUNS))}")
-  from nas_jax import config_check
-  from nas_jax.train import workdir as workdir_lib
   if not _FIELDS.value:
     if not _WORKDIR.value:
       _fail("--workdir is required, e.g. --workdir=runs/digits")
