@@ -49,7 +49,9 @@ def test_two_processes_never_both_hold_the_lock(tmp_path):
     if race % 2:
       text = {1: f"{dead}\n", 3: "-1\n"}.get(race % 4, f"{dead}\n")
       (wd / workdir_lib.LOCK_NAME).write_text(text)
-  ctx = mp.get_context("fork")
+  # forkserver: racers forked from a fresh process, not from this one
+  # (which runs JAX threads).
+  ctx = mp.get_context("forkserver")
   barrier = ctx.Barrier(RACERS)
   results = ctx.Array("b", RACES * RACERS)
   procs = [ctx.Process(target=_racer, args=(str(tmp_path), barrier, results,
