@@ -133,10 +133,17 @@ class _Heartbeat:
     self.what, self._t0 = what, time.perf_counter()
 
   def _loop(self):
-    while not self._stop.wait(self.every):
-      if self.what:
+    tick = min(self.every, 1.0)
+    last = time.perf_counter()
+    while not self._stop.wait(tick):
+      now = time.perf_counter()
+      # Only a round that has run for `every` seconds, at most every
+      # `every` seconds: short rounds stay quiet.
+      if (self.what and now - self._t0 >= self.every and
+          now - last >= self.every):
+        last = now
         logging.info("%s (%s so far)", self.what,
-                     _fmt_seconds(time.perf_counter() - self._t0))
+                     _fmt_seconds(now - self._t0))
 
   def close(self):
     self._stop.set()
