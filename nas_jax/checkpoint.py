@@ -6,8 +6,10 @@ and a JSON-able ``meta`` dict (history records, reward cache, counters) under
 ``<workdir>/checkpoints/<step>/``. Orbax writes each step to a temporary
 directory and renames it when complete, so a run killed mid-save leaves the
 previous checkpoint intact. A checkpoint that is present but unreadable
-(truncated or corrupt files) is reported and skipped in favour of the one
-before it; nothing is deleted.
+(truncated or corrupt files, damaged or incomplete meta data) is reported
+and skipped in favour of the one before it; it is moved aside to
+``<workdir>/checkpoints_unreadable/<step>.<time>`` (never deleted), so the
+redone round can save its step again and the run completes.
 
 Typed PRNG keys are stored as their raw ``uint32`` data and re-wrapped on
 restore from the template, so the restored state is bit-identical.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging as std_logging
 import os
 import pathlib
+import time
 from typing import Any
 
 import jax
@@ -72,11 +75,15 @@ class Checkpointer:
       previous one to fall back to).
   """
 
-  def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int = 3):
+  def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int = 3,
+               required_meta: tuple[str, ...] = ()):
     if max_to_keep < 2:
       raise ValueError(f"max_to_keep must be >= 2 so a corrupt latest "
                        f"checkpoint has a fallback, got {max_to_keep}")
     self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    self.unreadable_directory = self.directory.with_name(
+        "checkpoints_unreadable")
+    self.required_meta = tuple(required_meta)
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
@@ -85,7 +92,28 @@ class Checkpointer:
 
   def steps(self) -> list[int]:
     self._manager.reload()
-    return sorted(self._manager.all_steps())
+    steps = set(self._manager.all_steps())
+    # A step folder orbax does not list (e.g. empty: a save cut before it
+    # wrote anything) would still block saving that step again.
+    if self.directory.is_dir():
+      steps |= {int(p.name) for p in self.directory.iterdir()
+                if p.name.isdigit()}
+    return sorted(steps)
+
+  def _set_aside(self, step: int) -> pathlib.Path | None:
+    """Moves an unreadable step out of orbax's view; returns where."""
+    src = self.directory / str(step)
+    if not src.exists():
+      return None
+    self.unreadable_directory.mkdir(parents=True, exist_ok=True)
+    dst = self.unreadable_directory / f"{step}.{time.strftime('%Y%m%dT%H%M%S')}"
+    n = 0
+    while dst.exists():
+      n += 1
+      dst = dst.with_name(f"{dst.name.split('~')[0]}~{n}")
+    os.replace(src, dst)
+    self._manager.reload()
+    return dst
 
   def save(self, step: int, state: Any, meta: dict) -> None:
     self._manager.save(step, args=ocp.args.Composite(
@@ -110,21 +138,33 @@ class Checkpointer:
             state=ocp.args.StandardRestore(abstract),
             meta=ocp.args.JsonRestore()))
         state = _from_saveable(restored["state"], template)
-        meta = dict(restored["meta"])
+        meta = restored["meta"]
+        if not isinstance(meta, dict):
+          raise ValueError(f"meta data is a {type(meta).__name__}, not a "
+                           "JSON object")
+        missing = [k for k in self.required_meta if k not in meta]
+        if missing:
+          raise ValueError(f"meta data lacks {missing}")
+        meta = dict(meta)
       except Exception as e:  # orbax raises many types for bad files
         failures.append(step)
+        msg = (str(e).splitlines() or [""])[0][:200]
         logging.warning(
             "checkpoint %d in %s is unreadable (%s: %s); falling back to the "
-            "previous one", step, self.directory, type(e).__name__,
-            str(e).splitlines()[0][:200])
+            "previous one", step, self.directory, type(e).__name__, msg)
         continue
       if failures:
-        logging.warning("resumed from checkpoint %d; unreadable newer "
-                        "checkpoint(s) %s were left in place", step, failures)
+        moved = [self._set_aside(s) for s in failures]
+        logging.warning(
+            "resumed from checkpoint %d; the unreadable newer checkpoint(s) "
+            "%s were moved to %s (kept for inspection; delete them when no "
+            "longer needed)", step, failures,
+            ", ".join(str(m) for m in moved if m is not None))
       return step, state, meta
     raise CheckpointError(
-        f"none of the checkpoints {steps} in {self.directory} could be read. "
-        "Move that directory away to start the run afresh.")
+        f"none of the checkpoints {steps} in {self.directory} could be read "
+        "(damaged files, or a state of another config). Move that directory "
+        "away (or use another --workdir) to start the run afresh.")
 
   def close(self):
     self._manager.close()

@@ -43,7 +43,7 @@ import pathlib
 import socket
 import struct
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from absl import logging
 from tensorboardX import record_writer as tbx_record_writer
@@ -158,16 +158,21 @@ class MetricWriter:
       if time.monotonic() - self._last_flush >= self._flush_every:
         self.flush()
 
-  def truncate_after(self, step: int) -> int:
+  def truncate_after(self, step: int,
+                     expected_steps: Iterable[int] | None = None) -> int:
     """Forgets what a killed run wrote past ``step`` (call on resume).
 
     Rewrites ``metrics.jsonl`` keeping the lines with ``step <= step`` (and
-    dropping a half-written last line), and writes a ``SessionLog.START``
-    event at ``step + 1``, so TensorBoard and ``read_events`` discard the
-    older event files' values at later steps.
+    dropping a half-written or damaged line with a warning), and writes a
+    ``SessionLog.START`` event at ``step + 1``, so TensorBoard and
+    ``read_events`` discard the older event files' values at later steps.
 
     Args:
       step: the last step the checkpoint covers.
+      expected_steps: the steps the file should hold (e.g. every round so
+        far). Lines missing from a damaged or deleted ``metrics.jsonl`` are
+        rebuilt from the TensorBoard event files where those hold them;
+        steps found in neither are named in a warning.
 
     Returns:
       The number of JSONL lines removed.
@@ -177,8 +182,12 @@ class MetricWriter:
       return 0
     step = operator.index(step)
     self._jsonl.close()
-    removed = truncate_jsonl(self.jsonl_path, step)
-    self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
+    try:
+      removed = truncate_jsonl(self.jsonl_path, step)
+      if expected_steps is not None:
+        self._recover(step, sorted(set(expected_steps)))
+    finally:
+      self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
     if self.tensorboard_dir is not None:
       self._write_event(event_pb2.Event(
           wall_time=time.time(), step=step + 1,
@@ -189,9 +198,48 @@ class MetricWriter:
                    removed, step, self.jsonl_path)
     return removed
 
+  def _recover(self, step: int, expected: list[int]) -> None:
+    """Refills lines of ``metrics.jsonl`` missing for ``expected`` steps."""
+    have = set()
+    if self.jsonl_path.exists():
+      have = {r["step"] for r in read_jsonl(self.jsonl_path)
+              if isinstance(r, dict) and "step" in r}
+    missing = [s for s in expected if s <= step and s not in have]
+    if not missing:
+      return
+    rebuilt = {}
+    if self.tensorboard_dir is not None and self.tensorboard_dir.is_dir():
+      try:
+        events = read_events(self.tensorboard_dir)
+      except (CorruptRecordError, OSError) as e:
+        logging.warning("metrics: cannot read %s to rebuild lost lines: %s",
+                        self.tensorboard_dir, e)
+        events = {}
+      for tag, points in events.items():
+        for s, v in points:
+          if s in missing:
+            rebuilt.setdefault(s, {})[tag] = v
+    if rebuilt:
+      lines = read_jsonl(self.jsonl_path) if self.jsonl_path.exists() else []
+      lines += [{"step": s, "wall_time": 0.0, **vals}
+                for s, vals in rebuilt.items()]
+      lines.sort(key=lambda r: r["step"])
+      tmp = self.jsonl_path.with_name(self.jsonl_path.name + ".tmp")
+      tmp.write_text("".join(json.dumps(r) + "\n" for r in lines),
+                     encoding="utf-8")
+      os.replace(tmp, self.jsonl_path)
+      logging.warning("metrics: %s lacked step(s) %s; rebuilt them from the "
+                      "TensorBoard event files", self.jsonl_path,
+                      _ranges(sorted(rebuilt)))
+    lost = [s for s in missing if s not in rebuilt]
+    if lost:
+      logging.warning("metrics: %s lacks step(s) %s (the file was damaged or "
+                      "deleted) and no event file holds them; those points "
+                      "stay missing", self.jsonl_path, _ranges(lost))
+
   def flush(self) -> None:
     """Pushes everything written so far to disk (fsync)."""
-    if self._closed or not self._enabled:
+    if self._closed or not self._enabled or self._jsonl.closed:
       return
     self._jsonl.flush()
     os.fsync(self._jsonl.fileno())
@@ -203,7 +251,10 @@ class MetricWriter:
     """Flushes and closes the files; further writes raise. Idempotent."""
     if self._closed:
       return
-    self.flush()
+    try:
+      self.flush()
+    except (OSError, ValueError) as e:  # never hide the error that got here
+      logging.warning("metrics: flush on close failed: %s", e)
     if self._jsonl is not None:
       self._jsonl.close()
     if self._events is not None:
@@ -248,16 +299,32 @@ def truncate_jsonl(path: str | os.PathLike[str], step: int) -> int:
       continue
     try:
       record = json.loads(line)
+      ok = isinstance(record, dict) and isinstance(record.get("step"), int)
     except json.JSONDecodeError:
-      if i == len(lines) - 1:
-        continue  # A half-written last line.
-      raise ValueError(f"{path}:{i + 1}: not a JSON line: {line[:80]!r}")
+      ok = False
+    if not ok:
+      if i != len(lines) - 1:  # the last one is merely half-written
+        logging.warning("metrics: %s:%d is damaged (%r); dropped", path,
+                        i + 1, line[:80])
+      continue
     if record["step"] <= step:
       kept.append(line if line.endswith("\n") else line + "\n")
   tmp = path.with_name(path.name + ".tmp")
   tmp.write_text("".join(kept), encoding="utf-8")
   os.replace(tmp, path)
   return sum(1 for line in lines if line.strip()) - len(kept)
+
+
+def _ranges(steps: list[int]) -> str:
+  """``[0, 1, 2, 5] -> "0-2, 5"``."""
+  out, i = [], 0
+  while i < len(steps):
+    j = i
+    while j + 1 < len(steps) and steps[j + 1] == steps[j] + 1:
+      j += 1
+    out.append(str(steps[i]) if i == j else f"{steps[i]}-{steps[j]}")
+    i = j + 1
+  return ", ".join(out)
 
 
 def _drop_partial_last_line(path: pathlib.Path) -> None:

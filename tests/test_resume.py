@@ -225,7 +225,10 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path):
   step, restored, meta = ck.restore(state)
   assert step == 0 and meta == {"round": 0}
   assert _equal(restored, state)
-  assert (tmp_path / "checkpoints" / "1").exists()  # nothing deleted
+  # Not deleted: moved aside, so the redone round can save step 1 again.
+  aside = list((tmp_path / "checkpoints_unreadable").iterdir())
+  assert [p.name.split(".")[0] for p in aside] == ["1"]
+  assert ck.steps() == [0]
 
 
 def test_all_checkpoints_corrupt_is_a_clear_error(tmp_path):

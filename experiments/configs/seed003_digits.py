@@ -28,6 +28,7 @@ def get_config(variant: str = "ppo") -> ml_collections.ConfigDict:
   c.data_parallel = False  # shard each child's batches over local devices
   c.checkpoint_every = 1  # rounds; a killed run resumes after the last one
   c.keep = 3              # checkpoints kept in <workdir>/checkpoints
+  c.nonfinite_reward = "skip"  # a NaN/inf reward: "skip" the update or "error"
   c.data = dict(name="digits", data_dir="", num_val=300, max_train=0,
                 split_seed=0, augment="")
   c.network = dict(num_cells=2, channels=16)

@@ -72,3 +72,43 @@ def state_scalars(state) -> dict[str, float]:
     if hasattr(state, name):
       out[name] = float(jax.numpy.mean(getattr(state, name)))
   return out
+
+
+NONFINITE_POLICIES = ("skip", "error")
+# Rewards beyond this are treated like inf: Adam squares gradients scaled by
+# the advantage, and a float32 square overflows above ~1.8e19.
+MAX_ABS_REWARD = 1e15
+
+
+def usable_rewards(rewards):
+  """``bool[...]``: finite and within ``MAX_ABS_REWARD`` (jnp or numpy)."""
+  xp = jax.numpy if isinstance(rewards, jax.Array) else __import__("numpy")
+  return xp.isfinite(rewards) & (xp.abs(xp.where(
+      xp.isfinite(rewards), rewards, 0)) <= MAX_ABS_REWARD)
+
+
+def guard_nonfinite(algorithm: Algorithm) -> Algorithm:
+  """Wraps ``algorithm.feedback`` so NaN / inf rewards never update it.
+
+  A batch holding any reward that is not finite (or beyond
+  ``MAX_ABS_REWARD``, e.g. 3e38, which overflows the optimiser's
+  statistics) leaves the state unchanged; finite batches are updated
+  exactly as before. Pure (no host callback, so a jitted, vmapped search
+  pays one select); the host loops (``host_search.run``, the binary's
+  runs) name the architectures in a warning or stop with an error, as the
+  config's ``nonfinite_reward`` says. Wrapping twice is a no-op.
+  """
+  if getattr(algorithm.feedback, "_skips_nonfinite", False):
+    return algorithm
+  inner = algorithm.feedback
+
+  def feedback(state, archs, rewards):
+    rewards = jax.numpy.asarray(rewards)
+    usable = usable_rewards(rewards)
+    ok = jax.numpy.all(usable)
+    new = inner(state, archs, jax.numpy.where(usable, rewards, 0).astype(
+        rewards.dtype))
+    return jax.tree.map(lambda n, o: jax.numpy.where(ok, n, o), new, state)
+
+  feedback._skips_nonfinite = True
+  return algorithm._replace(feedback=feedback)

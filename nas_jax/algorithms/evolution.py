@@ -107,4 +107,5 @@ def regularized_evolution(space: spaces_base.SearchSpace, *,
         jnp.minimum(state.size + batch_size, population_size),
         (state.oldest + batch_size) % population_size)
 
-  return base.Algorithm(init, propose, feedback, batch_size, "evolution")
+  return base.guard_nonfinite(  # NaN / inf rewards never update it
+      base.Algorithm(init, propose, feedback, batch_size, "evolution"))

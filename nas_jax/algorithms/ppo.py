@@ -142,4 +142,5 @@ def ppo(controller: lstm_policy.Controller, *, batch_size: int = 4,
     return PPOState(params, opt_state, baseline, key, state.num_updates + 1,
                     jnp.mean(step_losses), jnp.mean(step_entropies))
 
-  return base.Algorithm(init, propose, feedback, batch_size, "ppo")
+  return base.guard_nonfinite(  # NaN / inf rewards never update it
+      base.Algorithm(init, propose, feedback, batch_size, "ppo"))

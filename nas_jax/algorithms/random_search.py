@@ -32,4 +32,5 @@ def random_search(space: spaces_base.SearchSpace, *,
     del archs, rewards
     return state
 
-  return base.Algorithm(init, propose, feedback, batch_size, "random")
+  return base.guard_nonfinite(  # NaN / inf rewards never update it
+      base.Algorithm(init, propose, feedback, batch_size, "random"))

@@ -109,4 +109,5 @@ def reinforce(controller: lstm_policy.Controller, *, batch_size: int = 1,
     return ReinforceState(params, opt_state, baseline, state.num_updates + 1,
                           loss, entropy)
 
-  return base.Algorithm(init, propose, feedback, batch_size, "reinforce")
+  return base.guard_nonfinite(  # NaN / inf rewards never update it
+      base.Algorithm(init, propose, feedback, batch_size, "reinforce"))

@@ -71,4 +71,15 @@ def load(path: str | os.PathLike | None = None) -> NasBench201Table:
   if (bench_index < 0).any():
     raise ValueError(f"{path} holds {int((bench_index >= 0).sum())} of the "
                      f"{n} cells; the file is incomplete or corrupt")
+  # Non-finite or impossible values would silently become rewards or costs.
+  for c in _FLOAT_COLUMNS:
+    v = cols[c]
+    hi = np.inf if c == "train_seconds_per_epoch" else 100.0
+    bad = np.flatnonzero(~np.isfinite(v) | (v < 0) | (v > hi))
+    if bad.size:
+      raise ValueError(
+          f"{path}: column {c} holds {bad.size} value(s) that are not finite "
+          f"numbers in 0..{hi:g} (e.g. {float(v[bad[0]])!r} for "
+          f"{space.to_text(space.from_index(int(bad[0])))}); the file is "
+          "corrupt: restore it from the original table")
   return NasBench201Table(bench_index, **cols)

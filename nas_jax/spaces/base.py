@@ -88,7 +88,7 @@ class Decision:
   def value(self, label: Any) -> int:
     """Inverse of :meth:`label`; raises a clear error for unknown labels."""
     if self.kind == OP:
-      if label in self.choices:
+      if isinstance(label, str) and label in self.choices:
         return self.choices.index(label)
       raise InvalidArchitectureError(
           f"decision {self.name!r}: unknown choice {label!r}; allowed: "
@@ -119,6 +119,14 @@ class SearchSpace:
   :meth:`to_spec` / :meth:`from_spec`) for a family's own notation; the
   defaults work for every space.
   """
+
+  def __init_subclass__(cls, **kwargs):
+    # Every family's own parser gets the same input checks (see _hardened).
+    super().__init_subclass__(**kwargs)
+    for name in ("from_text", "from_spec"):
+      fn = cls.__dict__.get(name)
+      if fn is not None and not getattr(fn, "_hardened", False):
+        setattr(cls, name, _hardened(fn, name))
 
   def __init__(self, name: str, decisions: Sequence[Decision],
                init_anchors: Sequence[int] = ()):
@@ -186,48 +194,84 @@ class SearchSpace:
   def validate(self, arch: Any) -> np.ndarray:
     """Returns ``arch`` as ``int32[T]`` or raises InvalidArchitectureError.
 
-    The error names the first offending decision and its allowed range.
+    Accepted: a sequence or array of integers (or of integral floats). Not
+    accepted: text, mappings, bools, complex numbers, integers that do not
+    fit the decision's range (compared exactly, so a uint64 or int64 that
+    would wrap in int32 is out of range, and reported as given). The error
+    names the first offending decision and its allowed range.
     """
+    if arch is None or isinstance(arch, (str, bytes, bytearray, Mapping)):
+      raise InvalidArchitectureError(
+          f"space {self.name!r} expects an int vector of length "
+          f"{self.num_decisions}, got {type(arch).__name__} {arch!r:.80}")
+    if isinstance(arch, (list, tuple)) and any(
+        isinstance(v, (bool, np.bool_)) for v in arch):
+      raise InvalidArchitectureError(
+          f"space {self.name!r}: architecture codes are integers, got a bool "
+          f"in {list(arch)!r:.80}")
     try:
       a = np.asarray(arch)
     except (ValueError, TypeError) as e:
       raise InvalidArchitectureError(
-          f"space {self.name!r}: cannot read {arch!r} as an array: {e}") from None
+          f"space {self.name!r}: cannot read {arch!r:.80} as an array: "
+          f"{e}") from None
     if a.ndim != 1 or a.shape[0] != self.num_decisions:
       raise InvalidArchitectureError(
           f"space {self.name!r} expects an int vector of length "
           f"{self.num_decisions}, got shape {a.shape}")
-    if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer)
-                               or np.issubdtype(a.dtype, np.floating)):
+    values = _exact_ints(a)
+    if values is None:
       raise InvalidArchitectureError(
           f"space {self.name!r}: architecture codes are integers, got dtype "
-          f"{a.dtype}")
-    if np.issubdtype(a.dtype, np.floating):
-      if not np.all(np.isfinite(a) & (np.mod(a, 1) == 0)):
+          f"{a.dtype} values {a.tolist()!r:.80}")
+    for t, (v, d) in enumerate(zip(values, self.decisions)):
+      if not 0 <= v < d.num_choices:
         raise InvalidArchitectureError(
-            f"space {self.name!r}: architecture codes are integers, got "
-            f"non-integer values {a.tolist()}")
-      a = np.clip(a, -1, np.iinfo(np.int32).max)  # keeps the error readable
-    a = a.astype(np.int64)
-    bad = np.flatnonzero((a < 0) | (a >= self.num_choices))
-    if bad.size:
-      t = int(bad[0])
-      d = self.decisions[t]
-      raise InvalidArchitectureError(
-          f"space {self.name!r}, decision {t} {d.name!r} "
-          f"({_KIND_NAMES[d.kind]}): value {int(a[t])} is out of range; "
-          f"allowed {d.describe_range()}")
-    return a.astype(np.int32)
+            f"space {self.name!r}, decision {t} {d.name!r} "
+            f"({_KIND_NAMES[d.kind]}): value {v} is out of range; "
+            f"allowed {d.describe_range()}")
+    return np.asarray(values, np.int32)
 
   def is_valid(self, arch: jax.Array) -> jax.Array:
     """Jittable validity check of codes shaped ``[..., T]``; ``bool[...]``.
 
-    A wrong trailing length is known at trace time and gives ``False``;
-    non-integer float codes are invalid too.
+    A wrong trailing length is known at trace time and gives ``False``, as
+    do bool and complex codes; non-integer float codes are invalid too. A
+    concrete (non-traced) array is checked exactly in its own dtype, so
+    int64 / uint64 values that would wrap in int32 are invalid.
     """
+    if isinstance(arch, (list, tuple)) and any(
+        isinstance(v, (bool, np.bool_)) for v in arch):
+      return jnp.zeros((), bool)  # [True, 0] is not a code
+    try:
+      host = np.asarray(arch)
+    except (jax.errors.TracerArrayConversionError,
+            jax.errors.ConcretizationTypeError):
+      host = None
+    except (ValueError, TypeError):  # ragged or otherwise unreadable
+      return jnp.zeros((), bool)
+    if host is not None:
+      shape = host.shape[:-1] if host.ndim else ()
+      if host.ndim == 0 or host.shape[-1] != self.num_decisions:
+        return jnp.zeros(shape, bool)
+      if host.dtype == bool or not (np.issubdtype(host.dtype, np.integer) or
+                                    np.issubdtype(host.dtype, np.floating)):
+        return jnp.zeros(shape, bool)
+      nc = self.num_choices
+      if np.issubdtype(host.dtype, np.unsignedinteger):
+        ok = host < nc.astype(host.dtype)
+      elif np.issubdtype(host.dtype, np.integer):
+        ok = (host >= 0) & (host.astype(np.int64) < nc)
+      else:
+        with np.errstate(invalid="ignore"):
+          ok = (np.isfinite(host) & (np.floor(host) == host) & (host >= 0) &
+                (host < nc))
+      return jnp.asarray(np.all(ok, axis=-1))
     arch = jnp.asarray(arch)
     if arch.ndim == 0 or arch.shape[-1] != self.num_decisions:
       return jnp.zeros(arch.shape[:-1] if arch.ndim else (), bool)
+    if arch.dtype == bool or jnp.issubdtype(arch.dtype, jnp.complexfloating):
+      return jnp.zeros(arch.shape[:-1], bool)
     nc = jnp.asarray(self.num_choices)
     ok = (arch >= 0) & (arch < nc)
     if jnp.issubdtype(arch.dtype, jnp.floating):
@@ -252,17 +296,46 @@ class SearchSpace:
     from ``{architecture: value}`` so the order is never guessed.
 
     Only for spaces small enough for int32 (NAS-Bench-201, the 64-child
-    space): table lookups gather with it.
+    space): table lookups gather with it. Concrete codes are validated
+    (``InvalidArchitectureError`` for any invalid row, so ``[0, 9]`` can
+    never alias ``[1, 1]``); traced codes that are invalid give -1.
     """
     if self.num_architectures >= 2**31:
       raise ValueError(
           f"space {self.name!r} has {self.num_architectures:.3g} "
           "architectures: too many for an int32 index")
+    try:
+      host = np.asarray(arch)
+    except (jax.errors.TracerArrayConversionError,
+            jax.errors.ConcretizationTypeError):
+      host = None
+    if host is not None:
+      rows = host.reshape(-1, host.shape[-1]) if host.ndim >= 1 else host
+      if host.ndim == 0 or host.shape[-1] != self.num_decisions:
+        self.validate(host)  # raises, naming the shape
+      if not bool(self.is_valid(host).all()):
+        for row in rows:
+          self.validate(row)  # raises, naming the decision and value
     radix = np.cumprod(np.concatenate([[1], self.num_choices[::-1][:-1]]))
-    radix = jnp.asarray(radix[::-1].astype(np.int32))
-    return jnp.sum(arch.astype(jnp.int32) * radix, axis=-1)
+    radix = radix[::-1].astype(np.int32)
+    if host is not None:  # on the host: no device dispatch per call
+      return jnp.asarray(np.sum(host.astype(np.int64) * radix, axis=-1)
+                         .astype(np.int32))
+    arch = jnp.asarray(arch)
+    idx = jnp.sum(arch.astype(jnp.int32) * jnp.asarray(radix), axis=-1)
+    return jnp.where(self.is_valid(arch), idx, -1)
 
   def from_index(self, index: int) -> np.ndarray:
+    if isinstance(index, (bool, np.bool_)) or not isinstance(
+        index, (int, np.integer)):
+      if isinstance(index, np.ndarray) and index.ndim == 0 and (
+          np.issubdtype(index.dtype, np.integer)):
+        index = int(index)
+      else:
+        raise InvalidArchitectureError(
+            f"space {self.name!r}: an index is an integer, got "
+            f"{type(index).__name__} {index!r:.80}")
+    index = int(index)
     if not 0 <= index < self.num_architectures:
       raise InvalidArchitectureError(
           f"index {index} out of range 0..{self.num_architectures - 1}")
@@ -310,6 +383,10 @@ class SearchSpace:
     if not isinstance(spec, Mapping) or "choices" not in spec:
       raise InvalidArchitectureError(
           f"space {self.name!r}: a spec is a mapping with key 'choices'")
+    if not isinstance(spec["choices"], Mapping):
+      raise InvalidArchitectureError(
+          f"space {self.name!r}: a spec's 'choices' maps decision names to "
+          f"labels, got {type(spec['choices']).__name__}")
     if spec.get("space", self.name) != self.name:
       raise InvalidArchitectureError(
           f"spec is for space {spec.get('space')!r}, not {self.name!r}")
@@ -328,3 +405,52 @@ class SearchSpace:
   def describe(self, arch: Any) -> list[tuple[str, str | int]]:
     a = self.validate(arch)
     return [(d.name, d.label(int(v))) for d, v in zip(self.decisions, a)]
+
+
+def _exact_ints(a: np.ndarray) -> list[int] | None:
+  """The values of a 1-D array as exact Python ints, or None if they are
+  not integers (bools, complex, text, non-integral or non-finite floats)."""
+  if a.dtype == bool or np.issubdtype(a.dtype, np.complexfloating):
+    return None
+  if np.issubdtype(a.dtype, np.integer):
+    return [int(v) for v in a.tolist()]
+  if np.issubdtype(a.dtype, np.floating):
+    if not np.all(np.isfinite(a)) or not np.all(np.mod(a, 1) == 0):
+      return None
+    return [int(v) for v in a.tolist()]
+  if a.dtype == object:
+    out = []
+    for v in a.tolist():
+      if isinstance(v, (bool, np.bool_)) or not isinstance(
+          v, (int, np.integer)):
+        return None
+      out.append(int(v))
+    return out
+  return None
+
+
+def _hardened(fn, name: str):
+  """Wraps a parser so wrong input types are InvalidArchitectureError."""
+
+  @functools.wraps(fn)
+  def parse(self, value, *args, **kwargs):
+    if name == "from_text" and not isinstance(value, str):
+      raise InvalidArchitectureError(
+          f"space {self.name!r}: from_text expects a str, got "
+          f"{type(value).__name__} {value!r:.80}")
+    try:
+      return fn(self, value, *args, **kwargs)
+    except InvalidArchitectureError:
+      raise
+    except (TypeError, ValueError, AttributeError, KeyError,
+            IndexError) as e:
+      raise InvalidArchitectureError(
+          f"space {self.name!r}: cannot read {value!r:.80} ({name}): "
+          f"{e}") from None
+
+  parse._hardened = True
+  return parse
+
+
+SearchSpace.from_text = _hardened(SearchSpace.from_text, "from_text")
+SearchSpace.from_spec = _hardened(SearchSpace.from_spec, "from_spec")

@@ -2,10 +2,11 @@
 controller proposes, children train on real images, validation accuracy is
 the reward).
 
-Writes to the workdir as it goes (see WORKSPACE.md): ``config.json``,
-``history.jsonl`` (one line per child, flushed when the child finishes),
-then ``best.json``, ``best_arch.png`` / ``.dot`` (the cell), and
-``search_curve.png`` (reward against step).
+Writes to the workdir as it goes (see WORKSPACE.md): ``config.json`` /
+``identity.json``, ``history.jsonl`` (one line per child, flushed when the
+child finishes), ``metrics.jsonl`` + ``tensorboard/``, ``checkpoints/``,
+then ``best.json``, ``best_arch.png`` / ``.dot`` (the cell),
+``search_curve.png`` (reward against step) and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from absl import logging
 
 from nas_jax import checkpoint as checkpoint_lib
+from nas_jax import config_check as cc
 from nas_jax import metrics as metrics_lib
 from nas_jax import viz
 from nas_jax.algorithms import base as algo_base
@@ -32,6 +34,65 @@ from nas_jax.spaces import registry
 from nas_jax.train import host_search
 from nas_jax.train import preemption
 from nas_jax.train import tabular_run
+from nas_jax.train import workdir as workdir_lib
+
+SCHEMA: dict[str, cc.Rule] = {
+    "run": cc.Choice(("train",), doc="the run kind (this module)"),
+    "seed": cc.Int(0, 2**31 - 1, doc="seed of everything"),
+    "space": cc.Choice(("seed003_small", "seed003_large"),
+                       doc="search space (a child network exists for it)"),
+    "space_kwargs": cc.Dict(doc="arguments of the space's factory"),
+    "algorithm": cc.Choice(tabular_run.ALGORITHMS, doc="search algorithm"),
+    "num_rounds": cc.Int(1, 10**7, doc="rounds of batch_size children"),
+    "data_parallel": cc.Bool(doc="shard each child's batches over the local "
+                             "devices"),
+    "checkpoint_every": cc.Int(1, 10**7, doc="rounds between checkpoints"),
+    "keep": cc.Int(2, 10**6, doc="checkpoints kept"),
+    "data.name": cc.Choice(("digits", "mnist", "fashion_mnist", "cifar10"),
+                           doc="data set"),
+    "data.data_dir": cc.Str(doc="data folder ('': $NAS_JAX_DATA_DIR or "
+                            "../shared/data)"),
+    "data.num_val": cc.Int(1, 10**7, doc="validation images (the reward)"),
+    "data.max_train": cc.Int(0, 10**8, doc="training images (0: all)"),
+    "data.split_seed": cc.Int(0, 2**31 - 1, doc="seed of the val split"),
+    "data.augment": cc.Choice(("", "cifar"), doc="training augmentation"),
+    "data.cutout": cc.Int(0, 1024, doc="cutout size with cifar augmentation"),
+    "network.num_cells": cc.Int(1, 64, doc="cells in a child"),
+    "network.channels": cc.Int(1, 4096, doc="channels of a child's cells"),
+    "child.epochs": cc.Int(1, 10**5, doc="training epochs per child"),
+    "child.batch_size": cc.Int(1, 10**6, doc="child training batch"),
+    "child.learning_rate": cc.Float(gt=0, doc="child learning rate (cosine "
+                                    "decayed)"),
+    "child.optimizer": cc.Choice(("sgd", "adam"), doc="child optimizer"),
+    "child.momentum": cc.Float(ge=0, lt=1, doc="SGD momentum"),
+    "child.weight_decay": cc.Float(ge=0, doc="child weight decay"),
+    "child.eval_batch_size": cc.Int(1, 10**6, doc="evaluation batch"),
+    **cc.controller_rules(),
+    **cc.algorithm_rules(),
+}
+# Changing these never changes what a resumed run computes; num_rounds may
+# grow (a finished run is extended by the rounds added).
+SAFE_FIELDS = ("keep", "checkpoint_every", "data.data_dir",
+               "nonfinite_reward")
+GROW_FIELDS = ("num_rounds",)
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Checks every field (cheap: nothing is loaded, compiled or written).
+
+  Raises:
+    ValueError: naming the dotted field, its allowed range and the value.
+  """
+  cc.check(config, SCHEMA, extra=[cc.algorithm_cross_checks])
+  space = registry.get(config.space, **config.get("space_kwargs", {}))
+  try:
+    tabular_run.build_algorithm(config, space)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"config.{config.algorithm}: {e}") from None
+  try:
+    cell_net.make_network(config.space, num_classes=10, **config.network)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"config.network: {e}") from None
 
 
 def build_trainer(config: ml_collections.ConfigDict):
@@ -61,9 +122,12 @@ def build_trainer(config: ml_collections.ConfigDict):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  check_config(config)
   workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  workdir_lib.check_identity(workdir, config, safe=SAFE_FIELDS,
+                             grow_only=GROW_FIELDS)
+  workdir_lib.record(workdir, config, safe=SAFE_FIELDS)
+  logging.info("loading data set %r", config.data.name)
   space, dataset, trainer = build_trainer(config)
   evaluator = train_from_scratch.TrainFromScratchEvaluator(trainer)
   algo = tabular_run.build_algorithm(config, space)
@@ -77,14 +141,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   history = None
 
   def write(rec: host_search.Record):
+    reward = rec.reward if np.isfinite(rec.reward) else None
     history.write(json.dumps({
         "step": rec.step, "round": rec.round,
-        "arch": space.to_text(rec.arch), "reward": rec.reward,
+        "arch": space.to_text(rec.arch), "reward": reward,
         "seconds": rec.cost, "cached": rec.cost == 0.0}) + "\n")
     history.flush()
 
   writer = metrics_lib.MetricWriter(workdir)
   best_so_far = [-float("inf")]
+  prior = {}
+
+  def on_restore(meta):
+    prior.update(meta)
 
   def on_resume(records):
     # Lines written after the checkpoint a killed run resumes from would
@@ -93,15 +162,21 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     history = open(history_path, "w")
     for rec in records:
       write(rec)
-    writer.truncate_after(records[-1].round if records else -1)
-    best_so_far[0] = max((r.reward for r in records), default=-float("inf"))
+    last = records[-1].round if records else -1
+    writer.truncate_after(last, expected_steps=range(last + 1))
+    best_so_far[0] = max((r.reward for r in records
+                          if host_search.is_better(r.reward, None)),
+                         default=-float("inf"))
 
   def on_round(r, state, ev):
     trained = ev.cost[ev.cost > 0]
-    best_so_far[0] = max(best_so_far[0], float(np.max(ev.reward)))
+    rewards = np.asarray(ev.reward, np.float64)
+    usable = rewards[algo_base.usable_rewards(rewards)]
+    if usable.size:
+      best_so_far[0] = max(best_so_far[0], float(np.max(usable)))
     writer.write_scalars(r, {
-        "reward/mean": float(np.mean(ev.reward)),
-        "reward/max": float(np.max(ev.reward)),
+        "reward/mean": float(np.mean(rewards)),
+        "reward/max": float(np.max(rewards)),
         "reward/best_so_far": best_so_far[0],
         "children/trained_this_round": int(trained.size),
         "children/seconds_per_trained": (float(np.mean(trained))
@@ -118,23 +193,35 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ckpt = checkpoint_lib.Checkpointer(workdir,
                                      max_to_keep=config.get("keep", 3))
   t0 = time.perf_counter()
+
+  def totals():
+    return {"wall_seconds": prior.get("wall_seconds", 0.0) +
+                            time.perf_counter() - t0,
+            "sessions": prior.get("sessions", 0) + 1,
+            "compilations": prior.get("compilations", 0) + trainer.num_traces}
+
   try:
     with preemption.PreemptionGuard() as guard:
       result = host_search.run(
           algo, evaluator, jax.random.key(config.seed),
           num_rounds=config.num_rounds, on_record=write, on_resume=on_resume,
           on_round=on_round, checkpointer=ckpt,
-          checkpoint_every=config.get("checkpoint_every", 1), guard=guard)
+          checkpoint_every=config.get("checkpoint_every", 1), guard=guard,
+          nonfinite=config.get("nonfinite_reward", "skip"),
+          on_restore=on_restore, extra_meta=totals)
   finally:
     if history is not None:
       history.close()
     writer.close()
     ckpt.close()
-  wall = time.perf_counter() - t0
   if result.status == "preempted":
     return {"status": "preempted", "children": len(result.records)}
 
   best = result.best
+  if best is None:
+    raise ValueError("every child's reward was NaN or infinite, so there is "
+                     "no best architecture; see the warnings above and the "
+                     "history.jsonl of this workdir")
   best_info = {"text": space.to_text(best.arch),
                "spec": space.to_spec(best.arch), "reward": best.reward,
                "step": best.step,
@@ -146,16 +233,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                    workdir / "search_curve.png",
                    title=f"{algo.name} on {space.name} ({dataset.name})",
                    ylabel="validation accuracy")
+  t = totals()
   summary = {"status": "done", "algorithm": algo.name, "space": space.name,
-             "dataset": dataset.name, "wall_seconds": wall,
+             "dataset": dataset.name, "wall_seconds": t["wall_seconds"],
+             "sessions": t["sessions"],
              "children_evaluated": len(result.records),
              "distinct_children_trained": len(evaluator.cache),
-             "compilations_of_train_step": trainer.num_traces,
+             "compilations_of_train_step": t["compilations"],
              "best_reward": best.reward, "best_text": best_info["text"]}
   (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
-  logging.info("done in %.1fs: %d children (%d trained, train step compiled "
-               "%d time(s)); best %s val acc %.4f; pictures: %s", wall,
-               len(result.records), len(evaluator.cache), trainer.num_traces,
-               best_info["text"], best.reward,
-               ", ".join(p.name for p in pictures))
+  logging.info("done in %.1fs (this session %.1fs): %d children (%d "
+               "trained, train step compiled %d time(s)); best %s val acc "
+               "%.4f; pictures: %s", t["wall_seconds"],
+               time.perf_counter() - t0, len(result.records),
+               len(evaluator.cache), trainer.num_traces, best_info["text"],
+               best.reward, ", ".join(p.name for p in pictures))
   return summary

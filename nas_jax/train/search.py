@@ -219,7 +219,9 @@ def make_search_fns(algorithm: algo_base.Algorithm,
                               body, carry)
 
   def finish(c: SearchCarry) -> SearchResult:
-    best = jnp.argmax(c.rewards)  # unfilled slots hold -inf
+    # Unfilled slots hold -inf; a NaN / overflowing reward is never the best.
+    best = jnp.argmax(jnp.where(algo_base.usable_rewards(c.rewards),
+                                c.rewards, -jnp.inf))
     return SearchResult(c.archs, c.rewards, c.costs, c.num_evals, c.time_used,
                         c.archs[best], c.rewards[best], c.state)
 
