@@ -294,7 +294,9 @@ def _write_results(config, workdir, space, evaluator, algo, result,
   n0 = int(result.num_evals[0])
   viz.search_curve(result.rewards[0, :n0], workdir / "search_curve.png",
                    title=f"{algo.name} on {space.name} (seed 0)",
-                   ylabel=config.reward_column + " / 100")
+                   ylabel=(config.reward_column + " / 100"
+                           if config.evaluator == "nasbench201" else
+                           f"reward ({config.table.get('reward', 'reward')})"))
   summary["pictures"] = [p.name for p in pictures] + ["search_curve.png"]
   (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
   logging.info("done in %.2fs: best %s reward %.4f %s", wall, best[0]["text"],
