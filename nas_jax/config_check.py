@@ -278,6 +278,9 @@ def controller_rules(prefix: str = "controller") -> dict[str, Rule]:
                               "controller's weights"),
       p + "unroll": Bool(optional=True, doc="trace one step per decision "
                          "(None: by the number of decisions)"),
+      p + "policy": Choice(("lstm", "factorized"),
+                           doc="autoregressive LSTM or per-decision "
+                           "independent softmax (NB201's REINFORCE)"),
   }
 
 
@@ -287,7 +290,12 @@ def algorithm_rules() -> dict[str, Rule]:
   decay = Float(ge=0, lt=1, doc="EMA decay of the reward baseline")
   ent = Float(ge=0, doc="entropy bonus weight (ENAS: 1e-4)")
   clip = Float(gt=0, optional=True, doc="global gradient-norm clip")
+  update = Choice(("after", "before"), doc="EMA baseline updated after "
+                  "(NAS-RL) or before (ENAS, NB201) the advantage")
+  debias = Bool(doc="bias-corrected EMA baseline (NB201's REINFORCE)")
   return {
+      "preset": Str(doc="the named preset the config was built from "
+                    "(nas_jax.algorithms.presets)"),
       "reinforce.batch_size": Int(1, 1 << 20,
                                   doc="architectures per update (m)"),
       "reinforce.learning_rate": lr, "reinforce.baseline_decay": decay,
@@ -300,6 +308,16 @@ def algorithm_rules() -> dict[str, Rule]:
       "ppo.learning_rate": lr, "ppo.baseline_decay": decay,
       "ppo.clip_epsilon": Float(gt=0, doc="PPO ratio clip"),
       "ppo.entropy_weight": ent, "ppo.max_grad_norm": clip,
+      "reinforce.baseline_update": update,
+      "reinforce.debias_baseline": debias,
+      "ppo.baseline_update": update, "ppo.debias_baseline": debias,
+      "ppo.ratio": Choice(("architecture", "decision"),
+                          doc="one PPO ratio per architecture or per "
+                          "decision"),
+      "ppo.normalize_advantages": Bool(doc="standardise a round's "
+                                       "advantages"),
+      "evolution.with_replacement": Bool(doc="tournament drawn with "
+                                         "replacement (NB201's REA)"),
       "evolution.population_size": Int(1, 1 << 20, doc="members kept (P)"),
       "evolution.sample_size": Int(1, 1 << 20,
                                    doc="tournament size (S) <= P"),
