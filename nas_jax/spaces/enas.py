@@ -110,4 +110,60 @@ def rnn_space(num_nodes: int = 12) -> base.SearchSpace:
     decisions.append(base.Decision(
         name=f"node{i}/act", choices=RNN_ACTIVATIONS, group=RNN_GROUP,
         anchor=i))
-  return base.SearchSpace("enas_rnn", decisions)
+  return RNNCellSpace("enas_rnn", decisions)
+
+
+class RNNCellSpace(base.SearchSpace):
+  """The ENAS recurrent cell space with a readable text form: node 0's
+  activation, then ``prev:act`` for every later node, joined by ``;``, e.g.
+  ``tanh;0:relu;1:identity`` (node 1 = relu of node 0, node 2 = identity of
+  node 1). ``from_text`` also reads the generic ``0,0,1,...`` codes."""
+
+  def to_text(self, arch) -> str:
+    a = self.validate(arch)
+    parts = [RNN_ACTIVATIONS[a[0]]]
+    parts += [f"{a[k]}:{RNN_ACTIVATIONS[a[k + 1]]}"
+              for k in range(1, len(a), 2)]
+    return ";".join(parts)
+
+  def from_text(self, text: str):
+    """Reads the readable form, or the base class's comma-separated codes,
+    or the authors' space-separated ``fixed_arc`` string."""
+    if ";" not in text and text.strip() not in RNN_ACTIVATIONS:
+      return super().from_text(",".join(text.replace(",", " ").split()))
+    n = (self.num_decisions + 1) // 2
+    parts = text.strip().split(";")
+    if len(parts) != n:
+      raise base.InvalidArchitectureError(
+          f"space {self.name!r}: {text!r} has {len(parts)} ';'-separated "
+          f"nodes, expected {n} (e.g. 'tanh;0:relu;...': node 0's "
+          f"activation, then prev:activation per node)")
+    values = [self.decisions[0].value(parts[0])]
+    for i, part in enumerate(parts[1:], start=1):
+      prev, sep, act = part.partition(":")
+      if not sep or not prev.strip().lstrip("-").isdigit():
+        raise base.InvalidArchitectureError(
+            f"space {self.name!r}: node {i} is {part!r}; expected "
+            f"'prev:activation' with prev in 0..{i - 1} and activation one "
+            f"of {', '.join(RNN_ACTIVATIONS)}")
+      values += [self.decisions[2 * i - 1].value(int(prev)),
+                 self.decisions[2 * i].value(act.strip())]
+    return self.validate(values)
+
+
+# The recurrent cell ENAS found on Penn Treebank (Pham et al. 2018, Fig. 6),
+# as the authors' scripts/ptb_final.sh gives it ("fixed_arc": node 0's
+# function, then (prev, function) per node, functions 0 tanh, 1 ReLU,
+# 2 identity, 3 sigmoid). Six loose ends are averaged; only tanh and ReLU
+# appear, as the paper notes.
+PTB_CELL = "tanh;0:tanh;1:relu;2:relu;2:tanh;2:tanh;5:relu;1:tanh;6:relu;8:relu;8:relu;8:relu"
+PTB_CELL_FIXED_ARC = "0 0 0 1 1 2 1 2 0 2 0 5 1 1 0 6 1 8 1 8 1 8 1"
+NAMED_RNN_CELLS = {"enas_ptb": PTB_CELL}
+
+
+def named_rnn_cell(name: str):
+  """A published recurrent cell by name, ``int32[23]`` of ``rnn_space(12)``."""
+  if name not in NAMED_RNN_CELLS:
+    raise ValueError(f"unknown named cell {name!r}; known: "
+                     f"{', '.join(NAMED_RNN_CELLS)}")
+  return rnn_space(12).from_text(NAMED_RNN_CELLS[name])
