@@ -190,7 +190,7 @@ def make_train_step(model: LanguageModel, tx) -> Callable:
     params = optax.apply_updates(state.params, updates)
     new_carry = jax.lax.stop_gradient(new_carry)
     return (LMState(params, opt_state, new_carry, state.step + 1),
-            {"loss": loss, "grad_norm": optax.global_norm(grads)})
+            {"loss": loss, "grad_norm": optax.tree.norm(grads)})
 
   return train_step
 
