@@ -46,8 +46,9 @@ class LMTrainer:
     corpus: a ``ptb.Corpus``.
     steps: training windows per child (the short budget of a search).
     batch_size, bptt: training layout; evaluation uses ``eval_batch_size``
-      streams and ``bptt`` windows over the whole split, or only its first
-      ``max_eval_windows`` windows when that is > 0.
+      streams and windows of ``eval_bptt`` (default ``bptt``; the state is
+      carried, so the value is exact either way) over the whole split, or
+      only its first ``max_eval_windows`` windows when that is > 0.
     reward_constant, reward_power: reward ``c / ppl^p`` on validation.
   """
 
@@ -55,7 +56,8 @@ class LMTrainer:
                corpus: ptb.Corpus, *, steps: int, batch_size: int = 20,
                bptt: int = 35, learning_rate: float = 20.0,
                grad_clip: float = 0.25, weight_decay: float = 0.0,
-               eval_batch_size: int = 10, max_eval_windows: int = 0,
+               eval_batch_size: int = 10, eval_bptt: int = 0,
+               max_eval_windows: int = 0,
                reward_constant: float = 80.0, reward_power: float = 2.0,
                seed: int = 0):
     if steps < 1:
@@ -63,6 +65,7 @@ class LMTrainer:
     self.space, self.model, self.corpus = space, model, corpus
     self.steps, self.batch_size, self.bptt = steps, batch_size, bptt
     self.eval_batch_size = eval_batch_size
+    self.eval_bptt = eval_bptt or bptt
     self.max_eval_windows = max_eval_windows
     self.reward_constant, self.reward_power = reward_constant, reward_power
     self.seed = seed
@@ -73,7 +76,7 @@ class LMTrainer:
     self.eval_streams = {s: ptb.batchify(corpus.split(s), eval_batch_size)
                          for s in ("valid", "test")}
     for s, stream in self.eval_streams.items():
-      ptb.check_bptt(stream, bptt, f"{s} split")
+      ptb.check_bptt(stream, self.eval_bptt, f"{s} split")
     self.tx = lm.make_optimizer(learning_rate, grad_clip, weight_decay)
     self.num_traces = 0
     step = lm.make_train_step(model, self.tx)
@@ -123,8 +126,9 @@ class LMTrainer:
     arch_j, _ = self._arch(arch)
     stream = self.eval_streams[split]
     if self.max_eval_windows and not full:
-      stream = stream[:, :self.max_eval_windows * self.bptt + 1]
-    return lm.evaluate(self._eval_step, params, arch_j, stream, self.bptt,
+      stream = stream[:, :self.max_eval_windows * self.eval_bptt + 1]
+    return lm.evaluate(self._eval_step, params, arch_j, stream,
+                       self.eval_bptt,
                        self.model.zero_carry(stream.shape[0]))
 
   def train_and_evaluate(self, arch) -> ChildResult:

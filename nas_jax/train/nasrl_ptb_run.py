@@ -5,7 +5,8 @@ each child language model is trained from scratch for a short budget, and
 
 The loop is ``train.host_search.run`` (checkpointed, resumable bit-exact,
 SIGTERM-safe), with the pattern and workdir files of ``child_search_run``:
-``config.json``, ``history.jsonl``, ``metrics.jsonl`` + ``tensorboard/``,
+``config.json``, ``data.json`` (the vocabulary a resume must match),
+``history.jsonl``, ``metrics.jsonl`` + ``tensorboard/``,
 ``checkpoints/``, ``best.json``, ``best_arch.png``, ``search_curve.png``,
 ``summary.json``.
 """
@@ -55,23 +56,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     c.check_positive(config, f"child.{k}")
 
 
-class PTBEvaluator(train_from_scratch.TrainFromScratchEvaluator):
-  """The shared reward cache, plus the vocabulary in its checkpointed state
-  so a resume on other data is refused."""
-
-  def __init__(self, trainer):
-    super().__init__(trainer)
-    self.vocab = ptb_common.vocab_meta(trainer.corpus)
-    self.workdir = None
-
-  def state_dict(self) -> dict:
-    return {"cache": super().state_dict(), "vocab": self.vocab}
-
-  def load_state_dict(self, d: dict) -> None:
-    ptb_common.check_vocab(d.get("vocab"), self.trainer.corpus, self.workdir)
-    super().load_state_dict(d["cache"])
-
-
 def build_trainer(config) -> lm_from_scratch.LMTrainer:
   space = registry.get(config.space, **config.space_kwargs)
   corpus = ptb_common.load_corpus(config.data)
@@ -84,12 +68,11 @@ def build_trainer(config) -> lm_from_scratch.LMTrainer:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   check_config(config)
   workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   trainer = build_trainer(config)
+  ptb_common.guard_vocab(workdir, trainer.corpus)
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   space = trainer.space
-  evaluator = PTBEvaluator(trainer)
-  evaluator.workdir = workdir
+  evaluator = train_from_scratch.TrainFromScratchEvaluator(trainer)
   algo = tabular_run.build_algorithm(config, space)
   logging.info("%s on %s (%d training tokens, vocabulary %d): %s, %d rounds "
                "x %d children, %d steps each", space.name,

@@ -5,6 +5,9 @@ building a language model around a cell, the checks of their config fields
 
 from __future__ import annotations
 
+import json
+import pathlib
+
 import ml_collections
 
 from nas_jax.children import enas_rnn, lm, rnn_tree_cell
@@ -67,6 +70,18 @@ def check_vocab(saved: dict | None, corpus: ptb.Corpus, workdir) -> None:
         f"with {now['vocab_size']} words (fingerprint {now['fingerprint']}). "
         f"Resume with the same data (config.data), or start in a new "
         f"--workdir")
+
+
+def guard_vocab(workdir, corpus: ptb.Corpus) -> None:
+  """Writes ``workdir/data.json`` (the vocabulary) on a fresh run; on a
+  resume, refuses data whose vocabulary differs from the checkpoint's."""
+  workdir = pathlib.Path(workdir)
+  path = workdir / "data.json"
+  if path.is_file():
+    check_vocab(json.loads(path.read_text()), corpus, workdir)
+    return
+  workdir.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(vocab_meta(corpus), indent=2))
 
 
 # -- cheap config checks (dotted field names) ----------------------------------
