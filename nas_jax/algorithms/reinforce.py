@@ -3,6 +3,13 @@
 ``grad J ~= 1/m sum_k sum_t grad log P(a_t | a_<t; theta) (R_k - b)``, where
 ``b`` is an exponential moving average of past rewards, plus an optional
 entropy bonus (ENAS, Pham et al. 2018, Sec. 3: entropy weight 1e-4).
+
+``entropy_in_reward=True`` is how the authors' code applies that bonus
+(``self.reward += self.entropy_weight * self.sample_entropy`` in
+``micro_controller.py``): the sampled child's policy entropy, a constant, is
+added to its reward before the baseline, instead of a differentiable loss
+term. A policy's rollout ``penalty`` (ENAS's skip-rate KL) is added to the
+loss.
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ class ReinforceState(NamedTuple):
 
 def reinforce(controller: lstm_policy.Controller, *, batch_size: int = 1,
               learning_rate: float = 3.5e-4, baseline_decay: float = 0.95,
-              entropy_weight: float = 0.0, max_grad_norm: float | None = None,
+              entropy_weight: float = 0.0, entropy_in_reward: bool = False,
+              max_grad_norm: float | None = None,
               optimizer: optax.GradientTransformation | None = None
               ) -> base.Algorithm:
   """REINFORCE over ``controller``'s policy; ``batch_size`` is the paper's m.
@@ -53,21 +61,28 @@ def reinforce(controller: lstm_policy.Controller, *, batch_size: int = 1,
     rollout = jax.vmap(controller.sample, (None, 0))(state.params, keys)
     return state, rollout.arch
 
-  def loss_fn(params, archs, advantages):
+  def loss_fn(params, archs, rewards, baseline, first):
     rescored = jax.vmap(controller.rescore, (None, 0))(params, archs)
-    pg = jax.vmap(losses.reinforce_loss)(rescored.log_prob, advantages)
     entropy = jnp.mean(rescored.entropy)
-    return jnp.mean(pg) - entropy_weight * entropy, entropy
+    if entropy_in_reward:
+      rewards = rewards + entropy_weight * jax.lax.stop_gradient(
+          rescored.entropy)
+    baseline = jnp.where(first, jnp.mean(rewards), baseline)
+    pg = jax.vmap(losses.reinforce_loss)(rescored.log_prob,
+                                         rewards - baseline)
+    loss = jnp.mean(pg) + jnp.mean(rescored.penalty)
+    if not entropy_in_reward:
+      loss = loss - entropy_weight * entropy
+    return loss, (entropy, baseline, jnp.mean(rewards))
 
   def feedback(state, archs, rewards):
     rewards = rewards.astype(jnp.float32)
-    baseline = jnp.where(state.num_updates == 0, jnp.mean(rewards),
-                         state.baseline)
-    (loss, entropy), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, archs, rewards - baseline)
+    (loss, (entropy, baseline, mean_reward)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params, archs, rewards, state.baseline,
+                               state.num_updates == 0)
     updates, opt_state = opt.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    baseline = losses.ema(baseline, jnp.mean(rewards), baseline_decay)
+    baseline = losses.ema(baseline, mean_reward, baseline_decay)
     return ReinforceState(params, opt_state, baseline, state.num_updates + 1,
                           loss, entropy)
 

@@ -108,6 +108,7 @@ class EnasResult(NamedTuple):
   records: list[Record]
   epochs: list[dict]   # per-epoch summaries (what on_epoch received)
   status: str          # "done" or "preempted"
+  steps: Any = None    # the jitted Steps (derive can reuse them)
 
 
 def _sample(algorithm: algo_base.Algorithm, controller: Any, key: jax.Array,
@@ -125,32 +126,41 @@ def _sample(algorithm: algo_base.Algorithm, controller: Any, key: jax.Array,
   return jnp.concatenate(archs)[:num]
 
 
-def make_steps(task: SharedTask, algorithm: algo_base.Algorithm,
-               children_per_step: int = 1):
-  """The two jitted phases: ``(shared_step, controller_step)``.
+class Steps(NamedTuple):
+  """The jitted pieces the host loop alternates (each compiled once).
 
-  ``shared_step(state, batch, key) -> (state, arch, metrics)`` samples the
-  child(ren) and trains them; ``controller_step(state, batch, key) -> (state,
-  archs, rewards)`` proposes ``algorithm.batch_size`` children, scores each
-  on ``batch`` and feeds the rewards back. Both donate the state.
+  ``shared_step(shared, arch, batch, key) -> (shared, metrics)`` (donates
+  the state); ``propose(controller, key) -> (controller, archs[m, T])``;
+  ``score(shared, archs[m, T], batch) -> rewards[m]``;
+  ``feedback(controller, archs, rewards) -> controller``;
+  ``sample(controller, key) -> archs[children_per_step, T]``. Derive reuses
+  ``propose`` and ``score``, so it compiles nothing new.
   """
 
-  def shared_step(state: EnasState, batch, key):
-    k_arch, k_train = jax.random.split(key)
-    archs = _sample(algorithm, state.controller, k_arch, children_per_step)
-    arch = archs[0] if children_per_step == 1 else archs
-    shared, metrics = task.train_step(state.shared, arch, batch, k_train)
-    return state._replace(shared=shared), arch, metrics
+  shared_step: Callable
+  propose: Callable
+  score: Callable
+  feedback: Callable
+  sample: Callable
 
-  def controller_step(state: EnasState, batch, key):
-    controller, archs = algorithm.propose(state.controller, key)
-    rewards = jax.lax.map(lambda a: task.reward(state.shared, a, batch),
-                          archs)  # [m]
-    controller = algorithm.feedback(controller, archs, rewards)
-    return state._replace(controller=controller), archs, rewards
 
-  return (jax.jit(shared_step, donate_argnums=0),
-          jax.jit(controller_step, donate_argnums=0))
+def make_steps(task: SharedTask, algorithm: algo_base.Algorithm,
+               children_per_step: int = 1) -> Steps:
+  """Jits the task's and the algorithm's functions for :func:`run_enas`."""
+
+  def shared_step(shared, arch, batch, key):
+    return task.train_step(shared, arch, batch, key)
+
+  def score(shared, archs, batch):
+    return jax.lax.map(lambda a: task.reward(shared, a, batch), archs)
+
+  def sample(controller, key):
+    return _sample(algorithm, controller, key, children_per_step)
+
+  return Steps(jax.jit(shared_step, donate_argnums=0),
+               jax.jit(algorithm.propose), jax.jit(score),
+               jax.jit(algorithm.feedback, donate_argnums=0),
+               jax.jit(sample))
 
 
 def init_state(task: SharedTask, algorithm: algo_base.Algorithm,
@@ -171,6 +181,7 @@ def _record_from_json(x) -> Record:
 def run_enas(task: SharedTask, algorithm: algo_base.Algorithm,
              key: jax.Array, *, num_epochs: int, controller_steps: int,
              children_per_step: int = 1, checkpointer=None, guard=None,
+             steps: Steps | None = None,
              on_record: Callable[[Record], None] | None = None,
              on_epoch: Callable[[int, EnasState, dict], None] | None = None,
              on_resume: Callable[[list[Record], int], None] | None = None,
@@ -200,6 +211,8 @@ def run_enas(task: SharedTask, algorithm: algo_base.Algorithm,
     on_resume: ``(records, next_epoch)`` once at start, after any restore,
       so the caller can rewrite its history files.
     state: a starting state (default: ``init_state(task, algorithm, key)``).
+    steps: the jitted pieces (default: ``make_steps(task, algorithm,
+      children_per_step)``).
 
   Returns:
     An :class:`EnasResult`.
@@ -224,8 +237,7 @@ def run_enas(task: SharedTask, algorithm: algo_base.Algorithm,
                    task.name, start, num_epochs, len(records))
   if on_resume is not None:
     on_resume(records, start)
-  shared_step, controller_step = make_steps(task, algorithm,
-                                            children_per_step)
+  steps = steps or make_steps(task, algorithm, children_per_step)
   status = "done"
   for epoch in range(start, num_epochs):
     t0 = time.perf_counter()
@@ -235,8 +247,13 @@ def run_enas(task: SharedTask, algorithm: algo_base.Algorithm,
     sums: dict[str, jax.Array] = {}
     distinct = set()
     for i in range(task.steps_per_epoch):
-      state, arch, metrics = shared_step(state, task.train_batch(epoch, i),
-                                         jax.random.fold_in(k_shared, i))
+      # Phase (a): theta fixed; one freshly sampled child per minibatch.
+      k_arch, k_train = jax.random.split(jax.random.fold_in(k_shared, i))
+      archs = steps.sample(state.controller, k_arch)
+      arch = archs[0] if children_per_step == 1 else archs
+      shared, metrics = steps.shared_step(
+          state.shared, arch, task.train_batch(epoch, i), k_train)
+      state = state._replace(shared=shared)
       for k, v in metrics.items():
         sums[k] = sums.get(k, 0.0) + v
       distinct.add(np.asarray(arch).tobytes())
@@ -244,8 +261,12 @@ def run_enas(task: SharedTask, algorithm: algo_base.Algorithm,
     rewards = []
     for j in range(controller_steps):
       step = epoch * controller_steps + j
-      state, archs, rew = controller_step(state, task.val_batch(step),
-                                          jax.random.fold_in(k_ctrl, j))
+      # Phase (b): w fixed; rewards on one validation minibatch.
+      controller, archs = steps.propose(state.controller,
+                                        jax.random.fold_in(k_ctrl, j))
+      rew = steps.score(state.shared, archs, task.val_batch(step))
+      state = state._replace(
+          controller=steps.feedback(controller, archs, rew))
       for a, r in zip(np.asarray(archs), np.asarray(rew)):
         rec = Record(len(records), epoch, a, float(r))
         records.append(rec)
@@ -288,7 +309,7 @@ def run_enas(task: SharedTask, algorithm: algo_base.Algorithm,
       logging.warning("stopped after epoch %d (%s); checkpoint saved, run the "
                       "same command to resume", epoch + 1, guard.signal_name)
       break
-  return EnasResult(state, records, epochs, status)
+  return EnasResult(state, records, epochs, status, steps)
 
 
 class Derived(NamedTuple):
@@ -300,7 +321,7 @@ class Derived(NamedTuple):
 
 def derive(task: SharedTask, algorithm: algo_base.Algorithm,
            state: EnasState, key: jax.Array, *, num_samples: int = 100,
-           batch=None) -> Derived:
+           batch=None, steps: Steps | None = None) -> Derived:
   """Samples ``num_samples`` children, scores each with the shared weights
   on ONE validation minibatch, and returns the best (Pham et al. 2018,
   Sec. 2.2: "we sample several models from the trained policy ... compute
@@ -308,16 +329,19 @@ def derive(task: SharedTask, algorithm: algo_base.Algorithm,
   only the model with the highest reward to re-train from scratch").
 
   ``batch`` defaults to ``task.val_batch(-1)``. Ties go to the first sample.
+  Children are drawn ``algorithm.batch_size`` at a time with the loop's
+  jitted ``propose`` and ``score`` (pass ``steps`` to reuse their
+  compilations).
   """
   algo_base.check_positive("num_samples", num_samples)
   batch = task.val_batch(-1) if batch is None else batch
-
-  @jax.jit
-  def score(shared, controller, batch, key):
-    archs = _sample(algorithm, controller, key, num_samples)
-    return archs, jax.lax.map(lambda a: task.reward(shared, a, batch), archs)
-
-  archs, rewards = score(state.shared, state.controller, batch, key)
-  archs, rewards = np.asarray(archs), np.asarray(rewards)
+  steps = steps or make_steps(task, algorithm)
+  archs, rewards = [], []
+  for c in range(-(-num_samples // algorithm.batch_size)):
+    _, a = steps.propose(state.controller, jax.random.fold_in(key, c))
+    archs.append(np.asarray(a))
+    rewards.append(np.asarray(steps.score(state.shared, a, batch)))
+  archs = np.concatenate(archs)[:num_samples]
+  rewards = np.concatenate(rewards)[:num_samples]
   best = int(np.argmax(rewards))
   return Derived(archs[best], float(rewards[best]), archs, rewards)
