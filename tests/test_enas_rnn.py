@@ -188,3 +188,27 @@ def test_training_lowers_perplexity_on_the_synthetic_stream():
                       jax.random.key(epoch * 1000 + i))
   after = lm.evaluate(ev, state.params, None, val, 10, model.zero_carry(4))
   assert before.perplexity > 14 and after.perplexity < 0.7 * before.perplexity
+
+
+def test_ptb_controller_options_distance_penalty_and_rescaling():
+  from nas_jax.controllers import make_controller
+  space = enas.rnn_space(3)
+  # All-zero params: every shaped logit is 0, so only the penalty remains.
+  ctrl = make_controller(space, hidden_size=8, init_scale=0.0,
+                         temperature=5.0, tanh_constant=2.5,
+                         pointer_distance_penalty=1 / 12)
+  params = ctrl.init(jax.random.key(0))
+  arch = space.from_text("tanh;0:relu;0:tanh")  # node 2 picks node 0: i-j=2
+  pen = np.array([-4 / 12, -1 / 12])
+  log_p2 = pen[0] - np.log(np.exp(pen).sum())
+  np.testing.assert_allclose(ctrl.log_prob(params, arch),
+                             3 * np.log(0.25) + log_p2, rtol=1e-6)
+  # Rescaling changes what later decisions see; sampling and re-scoring
+  # agree with both options on.
+  on = make_controller(space, hidden_size=8, pointer_distance_penalty=1 / 12,
+                       pointer_input_rescale=True)
+  off = make_controller(space, hidden_size=8)
+  p = on.init(jax.random.key(1))
+  r = on.sample(p, jax.random.key(2))
+  np.testing.assert_allclose(on.log_prob(p, r.arch), r.log_prob, rtol=1e-5)
+  assert abs(float(on.log_prob(p, arch)) - float(off.log_prob(p, arch))) > 1e-4

@@ -11,8 +11,9 @@ Variants:
   batch 20, BPTT 35, keep probabilities e/x/h/o 0.75/0.25/0.75/0.25, SGD
   0.25 on a loss summed over the 35 steps = 8.75 on the per-token mean used
   here, gradient bound 10 / 35, L2 1e-7; controller: 100-unit LSTM,
-  temperature 5, tanh constant 2.5, Adam 1e-3, 100 updates of 10 samples
-  per epoch, entropy 1e-3 added to the reward, baseline decay 0.99) and
+  temperature 5, tanh constant 2.5, pointer distance penalty 1/12 and input
+  rescaling, Adam 1e-3, 100 updates of 10 samples per epoch, entropy 1e-3
+  added to the reward, baseline decay 0.99) and
   their ``ptb_final.sh`` retrain (748 units, batch 64, SGD 20, bound 0.25);
   GPU-sized.
 * ``cpu``: 12 nodes, 128 units, 4 short epochs on PTB: minutes on 2 cores.
@@ -59,12 +60,16 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
       learning_rate=8.75 if paper else 20.0 if not tiny else 1.0,
       grad_clip=10.0 / 35.0 if paper else 0.25,
       weight_decay=1e-7 if paper else 0.0)
+  # ptb_enas_controller.py: pointer logits minus (i - j)^2 / 12, the picked
+  # node's state fed back divided by 0.1 + (i - j).
   c.controller = dict(hidden_size=16 if tiny else 100, num_layers=1,
-                      temperature=5.0, tanh_constant=2.5)
+                      temperature=5.0, tanh_constant=2.5,
+                      pointer_distance_penalty=1.0 / 12.0,
+                      pointer_input_rescale=True, unroll=True)
   c.reinforce = dict(batch_size=2 if tiny else 10,
                      learning_rate=1e-3 if not tiny else 5e-3,
                      baseline_decay=0.99 if paper else 0.9,
-                     entropy_weight=1e-3)
+                     entropy_weight=1e-3, entropy_in_reward=True)
   c.random = dict(batch_size=2 if tiny else 10)
   c.retrain = dict(
       steps={"paper": 2000 * 415, "cpu": 300, "tiny": 10}[variant],

@@ -180,6 +180,11 @@ class LSTMPolicy(nn.Module):
   enas_skips: bool = False
   skip_target: float = 0.4
   skip_weight: float = 0.0
+  # ENAS's PTB controller (ptb_enas_controller.py), unrolled rollout only:
+  # pointer logits minus ``penalty * (i - j)^2`` for node i picking j (1/12
+  # there), and the picked anchor fed back divided by ``0.1 + (i - j)``.
+  pointer_distance_penalty: float = 0.0
+  pointer_input_rescale: bool = False
   init_scale: float = 0.1
   unroll: bool | None = None  # None: see the class docstring
 
@@ -322,6 +327,10 @@ class LSTMPolicy(nn.Module):
       if (kind == base.OP and self.op_bias_fixed is not None
           and name.startswith(self.op_bias_fixed_prefix)):
         logits = logits + jnp.asarray(self.op_bias_fixed, jnp.float32)[:nc]
+      # i - j for candidate j: node i of the ENAS RNN space points at 0..i-1.
+      distance = nc - jnp.arange(nc)
+      if kind == base.POINTER and self.pointer_distance_penalty:
+        logits = logits - self.pointer_distance_penalty * distance ** 2
       a, logp, ent = self._choose(logits, noise[t],
                                   None if forced is None else forced[t])
       arch.append(a)
@@ -329,6 +338,8 @@ class LSTMPolicy(nn.Module):
       ents.append(ent)
       if kind == base.POINTER:  # ENAS feeds the picked anchor back in
         inp = jnp.stack([raw[j] for j in slots])[a]
+        if self.pointer_input_rescale:
+          inp = inp / (0.1 + distance[a])
       else:
         inp = self.embedding[int(sa.token_offset[t]) + a]
       if enas_skip:
