@@ -182,3 +182,12 @@ def test_paper_cell_trains_from_scratch_by_name(tmp_path):
   assert np.isfinite(summary["retrain_test_perplexity"])
   best = json.loads((tmp_path / "best.json").read_text())
   assert best["text"] == enas.PTB_CELL
+
+
+@pytest.mark.parametrize("variant", ["paper", "cpu", "tiny"])
+def test_every_variant_passes_its_checks(variant):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("enas_ptb_config", CONFIG)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  enas_ptb_run.check_config(mod.get_config(variant))
