@@ -90,8 +90,9 @@ def throughput(args):
   rows, results = [], []
   tokens = args.batch * args.bptt
   for h in args.hidden:
-    shared = lm.LanguageModel(args.vocab, enas_rnn.ENASCell(h, args.nodes),
-                              **KEEP)
+    opts = dict(unroll=args.unroll, remat=args.remat)
+    shared = lm.LanguageModel(
+        args.vocab, enas_rnn.ENASCell(h, args.nodes, **opts), **KEEP)
     first, med, ts = time_step(shared, archs, args.batch, args.bptt,
                                args.vocab, args.steps, args.warmup, True)
     res = {"hidden": h, "shared_first_s": first, "shared_median_s": med,
@@ -101,8 +102,8 @@ def throughput(args):
     if not args.no_static:
       static = lm.LanguageModel(
           args.vocab, enas_rnn.ENASCell(h, args.nodes,
-                                        fixed_arch=tuple(archs[0].tolist())),
-          **KEEP)
+                                        fixed_arch=tuple(archs[0].tolist()),
+                                        **opts), **KEEP)
       s_first, s_med, s_ts = time_step(static, archs, args.batch, args.bptt,
                                        args.vocab, args.steps, args.warmup,
                                        False)
@@ -117,8 +118,9 @@ def throughput(args):
   if not args.no_static:
     head += ["static s/step", "static tokens/s", "shared/static"]
   print(f"\nENAS shared cell, {args.nodes} nodes, vocab {args.vocab}, batch "
-        f"{args.batch}, BPTT {args.bptt}; median of {args.steps} steps after "
-        f"{args.warmup} warm-up")
+        f"{args.batch}, BPTT {args.bptt}, unroll {args.unroll}, remat "
+        f"{args.remat}; median of {args.steps} steps after {args.warmup} "
+        f"warm-up")
   print(common.text_table(head, rows))
   return results
 
@@ -174,6 +176,10 @@ def main():
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--warmup", type=int, default=1)
   p.add_argument("--no_static", action="store_true")
+  p.add_argument("--unroll", type=int, default=1,
+                 help="lax.scan unroll over time steps (35: fully)")
+  p.add_argument("--remat", action="store_true",
+                 help="recompute each step's nodes in the backward pass")
   p.add_argument("--perplexity", action="store_true")
   p.add_argument("--ppl_hidden", type=int, default=128)
   p.add_argument("--ppl_steps", type=int, default=400)

@@ -212,3 +212,24 @@ def test_ptb_controller_options_distance_penalty_and_rescaling():
   r = on.sample(p, jax.random.key(2))
   np.testing.assert_allclose(on.log_prob(p, r.arch), r.log_prob, rtol=1e-5)
   assert abs(float(on.log_prob(p, arch)) - float(off.log_prob(p, arch))) > 1e-4
+
+
+def test_remat_and_unroll_change_nothing_but_speed():
+  H, N = 4, 4
+  space = registry.get("enas_rnn", num_nodes=N)
+  arch = space.sample_uniform(jax.random.key(5))
+  xs = jax.random.normal(jax.random.key(1), (2, 3, H))
+  h0 = jnp.zeros((2, H))
+  base = enas_rnn.ENASCell(H, N)
+  params = base.init(jax.random.key(0), xs, h0, arch)["params"]
+
+  def grads(cell):
+    return jax.grad(lambda p: jnp.sum(
+        cell.apply({"params": p}, xs, h0, arch)[0] ** 2))(params)
+
+  ref = grads(base)
+  for cell in (enas_rnn.ENASCell(H, N, remat=True),
+               enas_rnn.ENASCell(H, N, unroll=3)):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                         atol=1e-6),
+                 grads(cell), ref)

@@ -99,11 +99,20 @@ class ENASCell(nn.Module):
     num_nodes: ``N`` (12 in the paper's PTB search).
     fixed_arch: if set, an architecture (sequence of ints) to build with its
       own ``N`` weight pairs only; ``arch`` passed to ``__call__`` is ignored.
+    unroll: ``lax.scan``'s unroll over time steps. XLA:CPU runs the backward
+      of a rolled scan about 2x slower than of an unrolled one (measured in
+      benchmarks/rnn.py), at the price of compile time growing with BPTT.
+    remat: recompute each time step's nodes in the backward pass instead of
+      storing them (``jax.checkpoint``): a [B, H] state per step is kept
+      instead of every node's pre-activations, gates and activations, which
+      at H = 1000 is about 1 GB per window.
   """
 
   hidden_size: int
   num_nodes: int = 12
   fixed_arch: Sequence[int] | None = None
+  unroll: int | bool = 1
+  remat: bool = False
 
   def zero_carry(self, batch_size: int):
     return jnp.zeros((batch_size, self.hidden_size))
@@ -155,6 +164,11 @@ class ENASCell(nn.Module):
     # matmul over the window instead of T small ones.
     zx = jnp.einsum("bte,ef->btf", xs * x_mask[:, None], w0[:E])  # [B,T,2H]
     w0h = w0[E:]
+    # One [H, 2H] array per node, split outside the scan: the backward scan
+    # accumulates a cotangent per closed-over array, and one stacked
+    # [N-1, H, 2H] array would get a zero-padded full-size cotangent from
+    # every node at every step (4x slower backward at H = 256).
+    w_nodes = [w_sel[i] for i in range(N - 1)]
 
     def step(h, inp):
       zx_t, m_t = inp
@@ -163,7 +177,7 @@ class ENASCell(nn.Module):
         nodes = [s]
         for i in range(1, N):
           src = nodes[int(prevs[i - 1])]
-          nodes.append(_highway((src * h_mask) @ w_sel[i - 1], src,
+          nodes.append(_highway((src * h_mask) @ w_nodes[i - 1], src,
                                 acts[i], static))
         out = sum(float(loose[j]) * nodes[j] for j in range(N)
                   if float(loose[j]) > 0)
@@ -171,13 +185,16 @@ class ENASCell(nn.Module):
         buf = jnp.zeros((N, B, H), s.dtype).at[0].set(s)  # [N, B, H]
         for i in range(1, N):
           src = buf[prevs[i - 1]]
-          buf = buf.at[i].set(_highway((src * h_mask) @ w_sel[i - 1], src,
+          buf = buf.at[i].set(_highway((src * h_mask) @ w_nodes[i - 1], src,
                                        acts[i], static))
         out = jnp.einsum("n,nbh->bh", loose, buf)
       h_new = jnp.where(m_t > 0, out, h)
       return h_new, out
 
-    carry, ys = jax.lax.scan(step, carry, (zx.swapaxes(0, 1), step_mask))
+    if self.remat:
+      step = jax.checkpoint(step, prevent_cse=False)
+    carry, ys = jax.lax.scan(step, carry, (zx.swapaxes(0, 1), step_mask),
+                             unroll=self.unroll)
     return ys.swapaxes(0, 1), carry
 
 
