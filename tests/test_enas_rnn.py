@@ -214,7 +214,7 @@ def test_ptb_controller_options_distance_penalty_and_rescaling():
   assert abs(float(on.log_prob(p, arch)) - float(off.log_prob(p, arch))) > 1e-4
 
 
-def test_remat_and_unroll_change_nothing_but_speed():
+def test_remat_changes_nothing_but_memory():
   H, N = 4, 4
   space = registry.get("enas_rnn", num_nodes=N)
   arch = space.sample_uniform(jax.random.key(5))
@@ -227,9 +227,6 @@ def test_remat_and_unroll_change_nothing_but_speed():
     return jax.grad(lambda p: jnp.sum(
         cell.apply({"params": p}, xs, h0, arch)[0] ** 2))(params)
 
-  ref = grads(base)
-  for cell in (enas_rnn.ENASCell(H, N, remat=True),
-               enas_rnn.ENASCell(H, N, unroll=3)):
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
-                                                         atol=1e-6),
-                 grads(cell), ref)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                       atol=1e-6),
+               grads(enas_rnn.ENASCell(H, N, remat=True)), grads(base))
