@@ -191,3 +191,28 @@ def test_every_variant_passes_its_checks(variant):
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   enas_ptb_run.check_config(mod.get_config(variant))
+
+
+@pytest.mark.parametrize("variable", [False, True])
+def test_task_batches_are_pure_functions_of_epoch_and_step(variable):
+  c = _config(**{"shared.variable_bptt": variable, "shared.steps_per_epoch": 0})
+  _, corpus, _, task, _ = enas_ptb_run.build(c)
+  pad = 8 + 20 if variable else 8
+  b = task.train_batch(0, 0)
+  assert b.inputs.shape == (4, pad) and float(b.reset) == 1.0
+  lengths = []
+  for i in range(task.steps_per_epoch):
+    b = task.train_batch(0, i)
+    m = b.mask[0]
+    n = int(m.sum())
+    assert np.all(m[:n] == 1) and np.all(m[n:] == 0)
+    np.testing.assert_array_equal(b.targets[:, :n - 1], b.inputs[:, 1:n])
+    lengths.append(n)
+  assert float(task.train_batch(1, 0).reset) == 1.0  # a new pass
+  assert (len(set(lengths)) > 1) == variable
+  # Every training target of the pass, once (fixed: all but the tail).
+  stream = ptb.batchify(corpus.train, 4)
+  assert sum(lengths) <= stream.shape[1] - 1
+  v1, v2 = task.val_batch(3), task.val_batch(3)
+  np.testing.assert_array_equal(v1[0], v2[0])
+  assert not np.array_equal(task.val_batch(4)[0], v1[0])

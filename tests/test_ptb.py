@@ -109,3 +109,24 @@ def test_bptt_longer_than_data_is_a_clear_error():
     ptb.check_bptt(s, 10, "valid")
   with pytest.raises(ValueError, match="lower the batch size"):
     ptb.batchify(np.arange(5), 4)
+
+
+def test_window_schedule_numbers_windows_across_passes():
+  fixed = ptb.WindowSchedule(400, 20)
+  w = ptb.fixed_windows(400, 20, drop_last=True)
+  n = fixed.windows_per_pass()
+  assert n == len(w) == 19 and fixed.pad_to == 20
+  for g in (0, 5, n, n + 5, 3 * n + 1):
+    assert fixed[g] == (int(w[g % n, 0]), int(w[g % n, 1]), g % n == 0)
+  var = ptb.WindowSchedule(400, 20, variable=True, seed=3)
+  p0 = ptb.variable_windows(400, 20, seed=3, epoch=0, max_length=40)
+  p1 = ptb.variable_windows(400, 20, seed=3, epoch=1, max_length=40)
+  p0, p1 = p0[p0[:, 1] >= 5], p1[p1[:, 1] >= 5]
+  n0 = var.windows_per_pass()
+  assert n0 == len(p0) and var.pad_to == 40
+  assert var[n0] == (int(p1[0, 0]), int(p1[0, 1]), True)
+  assert var[n0 + 2] == (int(p1[2, 0]), int(p1[2, 1]), False)
+  assert not np.array_equal(p0, p1)
+  # A fresh schedule (a resumed run) maps every index to the same window.
+  again = ptb.WindowSchedule(400, 20, variable=True, seed=3)
+  assert again[n0 + len(p1) + 1] == var[n0 + len(p1) + 1]

@@ -57,6 +57,9 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
       batch_size={"paper": 20, "cpu": 32, "tiny": 4}[variant],
       bptt={"paper": 35, "cpu": 35, "tiny": 8}[variant],
       steps_per_epoch={"paper": 0, "cpu": 60, "tiny": 5}[variant],
+      # True: AWD-LSTM-style random window lengths (the later ENAS LM code)
+      # instead of the authors' fixed 35 (ptb_search.sh).
+      variable_bptt=False,
       learning_rate=8.75 if paper else 20.0 if not tiny else 1.0,
       grad_clip=10.0 / 35.0 if paper else 0.25,
       weight_decay=1e-7 if paper else 0.0)

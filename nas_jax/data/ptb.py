@@ -235,3 +235,47 @@ def window(stream: np.ndarray, start: int, length: int,
   y[:, :length] = stream[:, start + 1:start + 1 + length]
   m[:, :length] = 1.0
   return Window(x, y, m)
+
+
+class WindowSchedule:
+  """Training windows numbered across passes over the data: window ``g`` is
+  a pure function of ``(seed, g)``, so a run's position is one integer.
+
+  Fixed: every pass is :func:`fixed_windows` (the short last one dropped).
+  Variable: pass ``p`` is :func:`variable_windows` with ``epoch=p``; windows
+  are padded to ``pad_to`` (``bptt + 20``) steps with a mask.
+  """
+
+  def __init__(self, num_tokens: int, bptt: int, *, variable: bool = False,
+               seed: int = 0):
+    self.num_tokens, self.bptt = num_tokens, bptt
+    self.variable, self.seed = variable, seed
+    self.pad_to = bptt + 20 if variable else bptt
+    self._passes: list[np.ndarray] = []
+    self._starts = [0]  # global index of each pass's first window
+
+  def _pass(self, p: int) -> np.ndarray:
+    while len(self._passes) <= p:
+      q = len(self._passes)
+      w = (variable_windows(self.num_tokens, self.bptt, seed=self.seed,
+                            epoch=q, max_length=self.pad_to)
+           if self.variable else
+           fixed_windows(self.num_tokens, self.bptt, drop_last=True))
+      if self.variable:  # a short tail window would be mostly padding
+        w = w[w[:, 1] >= 5]
+      self._passes.append(w)
+      self._starts.append(self._starts[-1] + len(w))
+    return self._passes[p]
+
+  def __getitem__(self, g: int) -> tuple[int, int, bool]:
+    """``(start, length, first window of its pass)`` of window ``g``."""
+    p = 0
+    while True:
+      w = self._pass(p)
+      if g < self._starts[p + 1]:
+        k = g - self._starts[p]
+        return int(w[k, 0]), int(w[k, 1]), k == 0
+      p += 1
+
+  def windows_per_pass(self) -> int:
+    return len(self._pass(0))

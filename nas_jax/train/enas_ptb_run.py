@@ -52,22 +52,25 @@ from nas_jax.train import tabular_run
 def make_lm_task(space, model: lm.LanguageModel, corpus: ptb.Corpus, *,
                  batch_size: int, bptt: int, val_batch_size: int, tx,
                  reward_constant: float = 80.0, max_log_ppl: float = 10.0,
-                 steps_per_epoch: int = 0, seed: int = 0
-                 ) -> enas.SharedTask:
+                 steps_per_epoch: int = 0, variable_bptt: bool = False,
+                 seed: int = 0) -> enas.SharedTask:
   """The ENAS language-model search as a ``SharedTask``.
 
   Training windows run over the ``batch_size`` training streams in order;
   ``steps_per_epoch`` (0: a whole pass) windows make an epoch, and the run
   continues where the previous epoch stopped, so short CPU epochs still see
   all of the data. The carried state resets at the start of each pass.
+  ``variable_bptt``: AWD-LSTM / ENAS-LM random window lengths
+  (``ptb.variable_windows``), padded and masked to one compiled shape.
   """
   stream = ptb.batchify(corpus.train, batch_size)
   ptb.check_bptt(stream, bptt, "training split")
-  windows = ptb.fixed_windows(stream.shape[1], bptt, drop_last=True)
+  windows = ptb.WindowSchedule(stream.shape[1], bptt,
+                               variable=variable_bptt, seed=seed)
   val = ptb.batchify(corpus.valid, val_batch_size)
   ptb.check_bptt(val, bptt, "validation split")
   num_val_starts = val.shape[1] - bptt  # a window needs bptt + 1 tokens
-  per_epoch = steps_per_epoch or len(windows)
+  per_epoch = steps_per_epoch or windows.windows_per_pass()
   train_step_lm = lm.make_train_step(model, tx)
   zero_val_carry = model.zero_carry(val_batch_size)
 
@@ -83,11 +86,9 @@ def make_lm_task(space, model: lm.LanguageModel, corpus: ptb.Corpus, *,
     return reward_constant / jnp.exp(jnp.minimum(loss, max_log_ppl))
 
   def train_batch(epoch, i):
-    g = epoch * per_epoch + i
-    start, length = windows[g % len(windows)]
-    w = ptb.window(stream, int(start), int(length))
-    return lm.Batch(w.inputs, w.targets, w.mask,
-                    np.float32(g % len(windows) == 0))
+    start, length, first = windows[epoch * per_epoch + i]
+    w = ptb.window(stream, start, length, pad_to=windows.pad_to)
+    return lm.Batch(w.inputs, w.targets, w.mask, np.float32(first))
 
   def val_batch(step):
     # A random validation window per controller step (the authors'
@@ -146,7 +147,9 @@ def build(config):
   task = make_lm_task(space, model, corpus, batch_size=sh.batch_size,
                       bptt=sh.bptt, val_batch_size=config.val_batch_size,
                       tx=tx, reward_constant=config.reward_constant,
-                      steps_per_epoch=sh.steps_per_epoch, seed=config.seed)
+                      steps_per_epoch=sh.steps_per_epoch,
+                      variable_bptt=sh.get("variable_bptt", False),
+                      seed=config.seed)
   algo = tabular_run.build_algorithm(config, space)
   return space, corpus, model, task, algo
 
