@@ -83,7 +83,11 @@ def make_lm_task(space, model: lm.LanguageModel, corpus: ptb.Corpus, *,
     logits, _ = model.apply({"params": state.params}, inputs, zero_val_carry,
                             arch)
     loss = jnp.mean(lm.token_nll(logits, targets))
-    return reward_constant / jnp.exp(jnp.minimum(loss, max_log_ppl))
+    # The authors cap the loss at 10 nats; a diverged child (NaN) gets the
+    # cap too, so one bad cell cannot poison the controller's update.
+    loss = jnp.where(jnp.isfinite(loss), jnp.minimum(loss, max_log_ppl),
+                     max_log_ppl)
+    return reward_constant / jnp.exp(loss)
 
   def train_batch(epoch, i):
     start, length, first = windows[epoch * per_epoch + i]
