@@ -15,10 +15,10 @@ wiring, no gathers or index-selected activations; ``ENASCell(fixed_arch=)``),
 timed on the first sampled cell; the ratio is shared / static tokens/s.
 
 Perplexity (``--perplexity``): on PTB, the same CPU budget (``--ppl_steps``
-windows of batch 32 x BPTT 35, hidden ``--ppl_hidden``) for the ENAS paper's
-cell, a random cell of the space, and an LSTM whose width gives about the
-same parameter count; exact validation and test perplexity over the whole
-splits.
+windows of batch 32 x BPTT 35, hidden ``--ppl_hidden``) for a search's
+derived cell (``--derived``), the ENAS paper's cell, a random cell of the
+space, and an LSTM whose width gives about the same parameter count; exact
+validation and test perplexity over the whole splits.
 
 Run from the repository root::
 
@@ -133,7 +133,15 @@ def perplexity(args):
   # An LSTM with 4H(E+H)+4H weights plus the tied embedding matches the ENAS
   # cell's (E+H)2H + 11 H 2H = 24 H^2 at H_lstm = sqrt(24/8) H ~ 1.73 H.
   h_lstm = int(round(math.sqrt(3.0) * args.ppl_hidden))
-  cells = [
+  cells = []
+  if args.derived:
+    # A search's derived cell: its workdir (best.json) or the cell's text.
+    path = pathlib.Path(args.derived) / "best.json"
+    text = (json.loads(path.read_text())["text"] if path.is_file()
+            else args.derived)
+    cells.append(("derived ENAS cell", "enas", space.from_text(text),
+                  args.ppl_hidden))
+  cells += [
       ("ENAS paper cell", "enas", enas.named_rnn_cell("enas_ptb"),
        args.ppl_hidden),
       ("random cell", "enas",
@@ -183,6 +191,9 @@ def main():
   p.add_argument("--perplexity", action="store_true")
   p.add_argument("--ppl_hidden", type=int, default=128)
   p.add_argument("--ppl_steps", type=int, default=400)
+  p.add_argument("--derived", default="",
+                 help="--perplexity: also a derived cell (a search workdir "
+                      "with best.json, or the cell's text)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--quick", action="store_true",
                  help="tiny sizes: checks the script runs")
