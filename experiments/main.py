@@ -20,10 +20,12 @@ from nas_jax.parallel import mesh as mesh_lib
 from nas_jax.spaces.base import InvalidArchitectureError
 from nas_jax.train import child_search_run, tabular_run
 from nas_jax.train import enas_run
+from nas_jax.train import retrain
 from nas_jax.train.workdir import WorkdirBusyError, WorkdirLock
 
 RUNS = {"tabular": tabular_run.run, "train": child_search_run.run}
 RUNS["enas"] = enas_run.run
+RUNS["retrain"] = retrain.run
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file, optionally `path.py:variant`.",
