@@ -299,10 +299,11 @@ def build(config):
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   check_config(config)
+  # Data first: a missing data set fails before anything is written.
+  space, dataset, network, task, algo = build(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-  space, dataset, network, task, algo = build(config)
   children = (mesh_lib.data_size(mesh_lib.make_mesh())
               if config.parallel == "per_device" else 1)
   logging.info("ENAS %s on %s (%d train / %d val images %s): %d epochs x "
