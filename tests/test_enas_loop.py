@@ -157,18 +157,35 @@ def _wait(proc):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, env):
+def started(tmp_path_factory, env):
   """The reference micro search, the macro search and the macro retrain,
-  started together."""
+  started together (awaited by the fixtures below)."""
   base = tmp_path_factory.mktemp("enas_runs")
-  dirs = {"micro": base / "micro", "macro": base / "macro",
-          "retrain_macro": base / "retrain_macro"}
-  procs = {"micro": _start(MICRO, dirs["micro"], env),
-           "macro": _start(MACRO, dirs["macro"], env),
-           "retrain_macro": _start(RETRAIN_MACRO, dirs["retrain_macro"], env)}
-  for p in procs.values():
-    _wait(p)
-  return dirs
+  args = {"micro": MICRO, "macro": MACRO, "retrain_macro": RETRAIN_MACRO}
+  procs = {k: (_start(a, base / k, env), base / k) for k, a in args.items()}
+  yield procs
+  for proc, _ in procs.values():  # runs no selected test waited for
+    if proc.poll() is None:
+      proc.kill()
+      proc.communicate()
+
+
+def _finished(started, name):
+  proc, workdir = started[name]
+  if proc.returncode is None:
+    _wait(proc)
+  assert proc.returncode == 0
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def runs(started):
+  return {k: _finished(started, k) for k in started}
+
+
+@pytest.fixture(scope="module")
+def micro_run(started):
+  return _finished(started, "micro")
 
 
 def _search_files_ok(workdir, space_name, num_lines):
@@ -195,9 +212,9 @@ def _search_files_ok(workdir, space_name, num_lines):
   return best
 
 
-def test_tiny_micro_search_end_to_end(runs):
+def test_tiny_micro_search_end_to_end(micro_run):
   # 5 epochs x 2 controller steps x 2 children.
-  best = _search_files_ok(runs["micro"], "enas_micro", 20)
+  best = _search_files_ok(micro_run, "enas_micro", 20)
   assert len(best["spec"]["choices"]) == 16
 
 
@@ -222,7 +239,8 @@ def test_retrain_the_derived_cell_end_to_end(runs, env, tmp_path):
 
 def _checkpoints(workdir):
   d = pathlib.Path(workdir) / "checkpoints"
-  return sorted(int(p.name) for p in d.iterdir()) if d.is_dir() else []
+  return (sorted(int(p.name) for p in d.iterdir() if p.name.isdigit())
+          if d.is_dir() else [])
 
 
 def _comparable(workdir):
@@ -235,7 +253,7 @@ def _comparable(workdir):
   return history, rows, best
 
 
-def test_sigkill_and_resume_is_bit_exact(runs, env, tmp_path):
+def test_sigkill_and_resume_is_bit_exact(micro_run, env, tmp_path):
   """SIGKILL after random checkpoints (mid-epoch, mid-save or later), then
   resume: history (every reward = the shared weights' and the controller's
   state), per-epoch metrics and the derived child equal the uninterrupted
@@ -261,7 +279,7 @@ def test_sigkill_and_resume_is_bit_exact(runs, env, tmp_path):
       last = _checkpoints(workdir)[-1]
   assert kills >= 2
   _wait(_start(MICRO, workdir, env))
-  assert _comparable(workdir) == _comparable(runs["micro"])
+  assert _comparable(workdir) == _comparable(micro_run)
 
 
 # -- clear errors ---------------------------------------------------------------
@@ -297,6 +315,14 @@ def test_bad_config_values_name_the_dotted_field():
     enas_run.check_config(_micro_config(controller_steps=-2))
   with pytest.raises(ValueError, match=r"^parallel must be one of"):
     enas_run.check_config(_micro_config(parallel="model"))
+  with pytest.raises(ValueError, match=r"^reinforce.learning_rate must be > 0"
+                     r", got -1"):
+    enas_run.check_config(_micro_config(**{"reinforce.learning_rate": -1.0}))
+  with pytest.raises(ValueError, match=r"^reinforce.baseline_decay must be "
+                     r"in \[0, 1\)"):
+    enas_run.check_config(_micro_config(**{"reinforce.baseline_decay": 1.0}))
+  with pytest.raises(ValueError, match=r"^controller.op_tanh_reduce must be"):
+    enas_run.check_config(_micro_config(**{"controller.op_tanh_reduce": 0.0}))
 
 
 def test_missing_data_set_is_a_clear_error_and_writes_nothing(tmp_path):
