@@ -198,3 +198,45 @@ def test_impossible_size_is_a_clear_error():
                      match=r"4 stride-2 reductions need images of at least "
                            r"16 pixels.*use at most 3 reductions"):
     net.init(jax.random.key(0), IMAGES, jnp.zeros((16,), jnp.int32), False)
+
+
+def test_published_architectures_hand_converted():
+  """The authors' (x_input, x_op, y_input, y_op) with ops (sep3, sep5, avg,
+  max, identity) -> our (input_a, input_b, op_a, op_b) with ops (identity,
+  sep3, sep5, avg, max): their first normal node "0 2 0 0" is avg pool of
+  input 0 plus sep 3x3 of input 0, i.e. (0, 0, 3, 1)."""
+  space, arch = enas_space.named("enas_micro_paper")
+  assert arch[:4].tolist() == [0, 0, 3, 1]
+  assert arch[4:8].tolist() == [0, 0, 0, 2]   # "0 4 0 1": identity + sep5
+  assert arch[20:24].tolist() == [1, 1, 1, 1]  # reduce "1 0 1 0": sep3 x2
+  space, arch = enas_space.named("enas_macro_paper")
+  assert space.num_decisions == 24 * 25 // 2
+  # Layer 1 is "3 0": the authors' op 3 (sep 5x5), no skip.
+  assert space.decisions[1].name == "layer1/op"
+  assert enas_space.MACRO_OPS[arch[1]] == "sep_conv_5x5"
+  assert arch[0] == enas_space.MACRO_OPS.index("conv_3x3")
+  # Layer 2 "0 1 0": conv 3x3, skip from 0 on, from 1 off.
+  assert arch[3:6].tolist() == [0, 1, 0]
+  with pytest.raises(enas_space.base.InvalidArchitectureError,
+                     match="authors' micro op ids are 0..4"):
+    enas_space.from_authors_micro("0 9 0 0", "0 0 0 0")
+  with pytest.raises(enas_space.base.InvalidArchitectureError,
+                     match="not such a number"):
+    enas_space.from_authors_macro("0 1 0 1")
+
+
+@pytest.mark.parametrize("name", ["enas_micro_paper", "enas_macro_paper"])
+def test_published_architectures_build_as_fixed_networks(name):
+  space, arch = enas_space.named(name)
+  if name == "enas_micro_paper":
+    net = enas_cnn.MicroNet(num_classes=10, num_nodes=5, num_cells=1,
+                            channels=36, fixed_arch=tuple(arch.tolist()))
+  else:
+    net = enas_cnn.MacroNet(num_classes=10, num_layers=24, channels=96,
+                            grow_channels=True,
+                            fixed_arch=tuple(arch.tolist()))
+  shapes = jax.eval_shape(lambda: net.init(
+      jax.random.key(0), jnp.zeros((1, 32, 32, 3)), None, False))
+  # (N = 5 gives 3.45M for the micro cells, 18.8M for the macro network;
+  # the paper reports 4.6M and 21.3M with its auxiliary head / 1x1 skips.)
+  assert enas_cnn.param_count(shapes["params"]) > 500_000

@@ -71,8 +71,8 @@ def get_config(variant: str = "micro") -> ml_collections.ConfigDict:
       c.arch = "0,1,1,2,0,1"
       c.network = dict(channels=4, grow_channels=True, dropout=0.1)
     else:
-      c.space_kwargs = {"num_nodes": 2}
-      c.arch = "0,1,1,2,0,2,3,0,1,0,4,0,2,1,0,3"
+      c.space_kwargs = {"num_nodes": 1}
+      c.arch = "0,1,1,2,1,0,4,0"
       c.network = dict(num_cells=1, channels=4, num_reductions=1,
                        stem_multiplier=1, aux_head=True, dropout=0.1)
     c.train.epochs = 1
