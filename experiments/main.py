@@ -20,11 +20,13 @@ from nas_jax.parallel import mesh as mesh_lib
 from nas_jax.spaces.base import InvalidArchitectureError
 from nas_jax.train import child_search_run, tabular_run
 from nas_jax.train import enas_run
+from nas_jax.train import retrain
 from nas_jax.train import enas_ptb_run, nasrl_ptb_run
 from nas_jax.train.workdir import WorkdirBusyError, WorkdirLock
 
 RUNS = {"tabular": tabular_run.run, "train": child_search_run.run}
 RUNS["enas"] = enas_run.run
+RUNS["retrain"] = retrain.run
 RUNS["nasrl_ptb"] = nasrl_ptb_run.run
 RUNS["enas_ptb"] = enas_ptb_run.run
 

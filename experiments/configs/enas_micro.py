@@ -73,7 +73,7 @@ def get_config(variant: str = "paper") -> ml_collections.ConfigDict:
     c.shared.lr_t0 = 10.0
     c.controller_steps = 20
   elif variant == "tiny":
-    c.space_kwargs = {"num_nodes": 2}
+    c.space_kwargs = {"num_nodes": 1}
     c.data = dict(name="digits", data_dir="", num_val=128, max_train=128,
                   split_seed=0, augment="", cutout=0)
     c.num_epochs = 2

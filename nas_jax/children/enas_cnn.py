@@ -282,9 +282,11 @@ class MicroNet(nn.Module):
                 h_prev, h, None if arch is None else arch[n // 2:], train,
                 drop_rate)
         index += 1
-        if self.aux_head and stage == self.num_reductions and train:
-          self.sow("intermediates", "aux_logits",
-                   AuxHead(self.num_classes, name="aux_head")(h, train))
+        if self.aux_head and stage == self.num_reductions and (
+            train or self.is_initializing()):
+          aux = AuxHead(self.num_classes, name="aux_head")(h, train)
+          if train:
+            self.sow("intermediates", "aux_logits", aux)
       for _ in range(self.num_cells):
         h_prev, h = h, MicroCell(
             self.num_nodes, C, cells[0], name=f"cell{index}")(
@@ -406,3 +408,54 @@ def check_network(space, network: nn.Module) -> None:
 
 def param_count(tree) -> int:
   return int(sum(np.prod(np.shape(x)) for x in jax.tree.leaves(tree)))
+
+
+def fixed_variables(network: nn.Module, variables: Any, arch: Any) -> Any:
+  """The supernet ``variables`` restricted to child ``arch``, laid out for
+  the fixed network ``network`` (built with ``fixed_arch=arch``).
+
+  Every switch ``.../<node>/ops_<k>/...`` of the supernet becomes the fixed
+  network's one-op switch ``.../<node>/ops_0/...`` with ``k`` the chosen op;
+  everything else is copied. ``fixed.apply(fixed_variables(...))`` then
+  computes exactly what ``supernet.apply(variables, arch=arch)`` does -- the
+  test that the supernet runs only the chosen op, and the benchmark's
+  "same network built statically".
+  """
+  arch = [int(v) for v in np.asarray(arch)]
+  if isinstance(network, MicroNet):
+    half = len(arch) // 2
+
+    def codes(cell):
+      return arch[half:] if cell.endswith("_reduce") else arch[:half]
+
+    def choice(path):
+      i, side = path[-1][len("node"):].split("_")
+      return codes(path[-2])[4 * int(i) + 2 + (side == "b")]
+
+    def unused(path, key):  # the 1x1 projections of nodes that are read
+      if len(path) != 1 or not key.startswith("out") or key == "out_bn":
+        return False
+      mask = loose_ends(np.asarray(codes(path[0])), network.num_nodes)
+      return not mask[int(key[len("out"):])]
+  else:
+    offsets = macro_offsets(network.num_layers)
+
+    def choice(path):
+      return arch[offsets[int(path[-1][len("layer"):])]]
+
+    def unused(path, key):
+      del path, key
+      return False
+
+  def walk(tree, path):
+    if not hasattr(tree, "items"):
+      return tree
+    if tree and all(k.startswith("ops_") for k in tree):
+      chosen = f"ops_{choice(path)}"
+      # Ops without weights (pools, identity) have no entry at all.
+      return {"ops_0": walk(tree[chosen], path)} if chosen in tree else None
+    out = {k: walk(v, path + [k]) for k, v in tree.items()
+           if not unused(path, k)}
+    return {k: v for k, v in out.items() if v is not None}
+
+  return {col: walk(tree, []) for col, tree in variables.items()}

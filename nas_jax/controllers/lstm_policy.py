@@ -344,13 +344,14 @@ class LSTMPolicy(nn.Module):
         inp = self.embedding[int(sa.token_offset[t]) + a]
       if enas_skip:
         p = jax.nn.sigmoid(logits)
-        skip_kls.append(jnp.sum(p * jnp.log(p / target)))
-        skip_bits.append((a, raw[lo]))
+        skip_bits.append((a, raw[lo], jnp.sum(p * jnp.log(p / target))))
         last = t + 1 == t_max or int(sa.kind[t + 1]) != base.SKIP
         if last:  # the next layer reads the mean of the chosen anchors
-          bits = jnp.stack([b for b, _ in skip_bits]).astype(jnp.float32)
-          chosen = jnp.stack([r for _, r in skip_bits])
+          bits = jnp.stack([b for b, _, _ in skip_bits]).astype(jnp.float32)
+          chosen = jnp.stack([r for _, r, _ in skip_bits])
           inp = bits @ chosen / (1.0 + jnp.sum(bits))
+          # KL summed over the layer's bits, averaged over layers.
+          skip_kls.append(sum(kl for _, _, kl in skip_bits))
           skip_bits = []
       if sa.anchor[t] >= 0:
         slot = int(sa.anchor[t])

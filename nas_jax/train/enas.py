@@ -284,7 +284,7 @@ def run_enas(task: SharedTask, algorithm: algo_base.Algorithm,
            algo_base.state_scalars(state.controller).items()}})
     batch = task.train_batch(epoch, 0)
     leaves = jax.tree.leaves(batch)
-    if leaves and t_shared > 0:
+    if leaves and np.ndim(leaves[0]) > 0 and t_shared > 0:
       summary["shared/examples_per_second"] = (
           np.shape(leaves[0])[0] * task.steps_per_epoch / t_shared)
     if rewards:

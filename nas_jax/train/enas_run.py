@@ -40,6 +40,7 @@ from nas_jax.data import augment as augment_lib
 from nas_jax.data import datasets
 from nas_jax.data import pipeline
 from nas_jax.evaluators.train_from_scratch import ChildState
+from nas_jax.parallel import enas_children
 from nas_jax.parallel import mesh as mesh_lib
 from nas_jax.spaces import registry
 from nas_jax.train import enas
@@ -107,10 +108,30 @@ def _apply(network, state, images, arch, train, rngs=None, drop_rate=0.0):
   return network.apply(variables, images, arch, False), state.batch_stats
 
 
+def image_loss(network, dataset, augment=None):
+  """``(params, batch_stats, arch, (uint8 images, labels), key) -> (loss,
+  (batch_stats, {"loss", "accuracy"}))``: one child's cross-entropy on one
+  batch, normalized and augmented inside the step."""
+
+  def local_loss(params, stats, arch, batch, key):
+    images, labels = batch
+    images = dataset.normalize(images)
+    if augment is not None:
+      images = augment(key, images)
+    logits, stats = _apply(network, ChildState(params, stats, None, None),
+                           images, arch, True)
+    loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+        logits, labels))
+    acc = jnp.mean(jnp.argmax(logits, -1) == labels)
+    return loss, (stats, {"loss": loss, "accuracy": acc})
+
+  return local_loss
+
+
 def make_image_task(space, network, dataset, *, batch_size: int,
                     val_batch_size: int, tx: optax.GradientTransformation,
                     augment: Callable | None = None, seed: int = 0,
-                    mesh=None) -> enas.SharedTask:
+                    mesh=None, per_device: bool = False) -> enas.SharedTask:
   """The ENAS image search as a :class:`~nas_jax.train.enas.SharedTask`.
 
   ``train_step`` is one SGD step of the supernet on child ``arch``;
@@ -120,6 +141,9 @@ def make_image_task(space, network, dataset, *, batch_size: int,
   child's and would misjudge a single child. Batches are uint8 on the host,
   normalized (and augmented) inside the jitted step; on a ``mesh`` they are
   split over its ``"data"`` axis and the replicated step runs data-parallel.
+  With ``per_device``, ``train_step`` takes ``archs [D, T]`` and every
+  device of the mesh trains its own child on its shard
+  (``nas_jax.parallel.enas_children``).
   """
   n_train, n_val = len(dataset.train_labels), len(dataset.val_labels)
   if not 0 < batch_size <= n_train:
@@ -141,25 +165,20 @@ def make_image_task(space, network, dataset, *, batch_size: int,
     return ChildState(params, variables.get("batch_stats", {}),
                       tx.init(params), jnp.zeros((), jnp.int32))
 
+  local_loss = image_loss(network, dataset, augment)
+
   def train_step(state, arch, batch, key):
-    images, labels = batch
-    images = dataset.normalize(images)
-    if augment is not None:
-      images = augment(key, images)
-
-    def loss_fn(params):
-      logits, stats = _apply(network, state._replace(params=params), images,
-                             arch, True)
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-      return jnp.mean(loss), (stats, logits)
-
-    (loss, (stats, logits)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
+    (_, (stats, metrics)), grads = jax.value_and_grad(
+        local_loss, has_aux=True)(state.params, state.batch_stats, arch,
+                                  batch, key)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    acc = jnp.mean(jnp.argmax(logits, -1) == labels)
-    return (ChildState(params, stats, opt_state, state.step + 1),
-            {"loss": loss, "accuracy": acc})
+    return ChildState(params, stats, opt_state, state.step + 1), metrics
+
+  if per_device:
+    if mesh is None:
+      raise ValueError("per_device children need a mesh")
+    train_step = enas_children.per_device_children_step(local_loss, tx, mesh)
 
   def reward(state, arch, batch):
     images, labels = batch
@@ -241,6 +260,38 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if config.algorithm not in ("reinforce", "random"):
     _fail("algorithm", f"must be 'reinforce' or 'random', got "
           f"{config.algorithm!r}")
+  _check_controller(config)
+
+
+def _check_controller(config) -> None:
+  ctrl, rl = config.controller, config.reinforce
+  if not isinstance(ctrl.hidden_size, int) or ctrl.hidden_size < 1:
+    _fail("controller.hidden_size", f"must be an int >= 1, got "
+          f"{ctrl.hidden_size!r}")
+  if not ctrl.get("temperature", 1.0) > 0:
+    _fail("controller.temperature", f"must be > 0, got {ctrl.temperature}")
+  if ctrl.get("tanh_constant") is not None and not ctrl.tanh_constant > 0:
+    _fail("controller.tanh_constant", f"must be > 0 or None, got "
+          f"{ctrl.tanh_constant}")
+  if not ctrl.get("op_tanh_reduce", 1.0) > 0:
+    _fail("controller.op_tanh_reduce", f"must be > 0, got "
+          f"{ctrl.op_tanh_reduce}")
+  if not 0 < ctrl.get("skip_target", 0.4) < 1:
+    _fail("controller.skip_target", f"must be in (0, 1), got "
+          f"{ctrl.skip_target}")
+  if ctrl.get("skip_weight", 0.0) < 0:
+    _fail("controller.skip_weight", f"must be >= 0, got {ctrl.skip_weight}")
+  if not rl.learning_rate > 0:
+    _fail("reinforce.learning_rate", f"must be > 0, got {rl.learning_rate}")
+  if not 0 <= rl.baseline_decay < 1:
+    _fail("reinforce.baseline_decay", f"must be in [0, 1), got "
+          f"{rl.baseline_decay}")
+  if rl.get("entropy_weight", 0.0) < 0:
+    _fail("reinforce.entropy_weight", f"must be >= 0, got "
+          f"{rl.entropy_weight}")
+  if not isinstance(rl.batch_size, int) or rl.batch_size < 1:
+    _fail("reinforce.batch_size", f"must be an int >= 1, got "
+          f"{rl.batch_size!r}")
 
 
 def build_network(config, num_classes: int):
@@ -280,16 +331,11 @@ def build(config):
       lr_max=sh.lr_max, lr_min=sh.lr_min, lr_t0=sh.lr_t0,
       lr_t_mul=sh.lr_t_mul, steps_per_epoch=steps, momentum=sh.momentum,
       weight_decay=sh.weight_decay, grad_clip=sh.grad_clip)
-  mesh = mesh_lib.make_mesh() if config.parallel == "data" else None
+  mesh = mesh_lib.make_mesh() if config.parallel != "none" else None
   task = make_image_task(space, network, dataset, batch_size=sh.batch_size,
                          val_batch_size=config.val_batch_size, tx=tx,
                          augment=make_augment(config), seed=config.seed,
-                         mesh=mesh)
-  if config.parallel == "per_device":
-    from nas_jax.parallel import enas_children  # pylint: disable=g-import-not-at-top
-    task = enas_children.per_device_task(task, network, tx, dataset,
-                                         mesh_lib.make_mesh(),
-                                         make_augment(config))
+                         mesh=mesh, per_device=config.parallel == "per_device")
   algo = tabular_run.build_algorithm(config, space)
   return space, dataset, network, task, algo
 
@@ -299,10 +345,11 @@ def build(config):
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   check_config(config)
+  # Data first: a missing data set fails before anything is written.
+  space, dataset, network, task, algo = build(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-  space, dataset, network, task, algo = build(config)
   children = (mesh_lib.data_size(mesh_lib.make_mesh())
               if config.parallel == "per_device" else 1)
   logging.info("ENAS %s on %s (%d train / %d val images %s): %d epochs x "
