@@ -142,7 +142,7 @@ def perplexity(args):
     cells.append(("derived ENAS cell", "enas", space.from_text(text),
                   args.ppl_hidden))
   cells += [
-      ("ENAS paper cell", "enas", enas.named_rnn_cell("enas_ptb"),
+      ("ENAS paper cell", "enas", enas.named_rnn_cell("enas_rnn_paper"),
        args.ppl_hidden),
       ("random cell", "enas",
        np.asarray(space.sample_uniform(jax.random.key(args.seed))),

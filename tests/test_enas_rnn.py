@@ -53,7 +53,7 @@ def test_text_form_round_trips_and_names_the_paper_cell():
     text = space.to_text(a)
     assert text.count(";") == 11
     np.testing.assert_array_equal(space.from_text(text), a)
-  cell = enas.named_rnn_cell("enas_ptb")
+  cell = enas.named_rnn_cell("enas_rnn_paper")
   assert space.to_text(cell) == enas.PTB_CELL
   np.testing.assert_array_equal(
       space.from_text(enas.PTB_CELL_FIXED_ARC), cell)

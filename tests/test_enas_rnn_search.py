@@ -172,7 +172,7 @@ def test_bptt_longer_than_the_data_is_a_clear_error(tmp_path):
 
 
 def test_paper_cell_trains_from_scratch_by_name(tmp_path):
-  c = _config(fixed_arch="enas_ptb", **{
+  c = _config(fixed_arch="enas_rnn_paper", **{
       "space_kwargs": {"num_nodes": 12}, "model.hidden_size": 8,
       "retrain.steps": 3})
   summary = enas_ptb_run.run(c, str(tmp_path))

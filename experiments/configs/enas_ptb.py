@@ -20,9 +20,9 @@ Variants:
 * ``tiny``: 4 nodes, 16 units, the synthetic stream; CI runs it (and on PTB
   with ``--config.data.name=ptb``).
 
-``--config.fixed_arch=enas_ptb`` (or a cell's text, e.g.
+``--config.fixed_arch=enas_rnn_paper`` (or a cell's text, e.g.
 ``tanh;0:relu;...``) skips the search and trains that cell from scratch with
-``retrain``: ``enas_ptb`` is the cell the paper found (Fig. 6).
+``retrain``: ``enas_rnn_paper`` is the cell the paper found (Fig. 6).
 """
 
 import ml_collections

@@ -158,7 +158,7 @@ class RNNCellSpace(base.SearchSpace):
 # appear, as the paper notes.
 PTB_CELL = "tanh;0:tanh;1:relu;2:relu;2:tanh;2:tanh;5:relu;1:tanh;6:relu;8:relu;8:relu;8:relu"
 PTB_CELL_FIXED_ARC = "0 0 0 1 1 2 1 2 0 2 0 5 1 1 0 6 1 8 1 8 1 8 1"
-NAMED_RNN_CELLS = {"enas_ptb": PTB_CELL}
+NAMED_RNN_CELLS = {"enas_rnn_paper": PTB_CELL}
 
 
 def named_rnn_cell(name: str):
