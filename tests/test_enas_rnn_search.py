@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 
-import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ from nas_jax.children import enas_rnn
 from nas_jax.data import ptb
 from nas_jax.spaces import enas
 from nas_jax.train import enas_ptb_run
+import ptb_configs  # tests/ptb_configs.py (pytest puts tests/ on the path)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "configs" / "enas_ptb.py"
@@ -36,18 +36,7 @@ ARGS = [f"--config={CONFIG}:tiny", f"--config.data.name={DATA}",
 
 
 def _config(**overrides) -> ml_collections.ConfigDict:
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("enas_ptb_config", CONFIG)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config("tiny")
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
+  return ptb_configs.load("enas_ptb", **overrides)
 
 
 def env(cache_dir) -> dict:
@@ -186,11 +175,8 @@ def test_paper_cell_trains_from_scratch_by_name(tmp_path):
 
 @pytest.mark.parametrize("variant", ["paper", "cpu", "tiny"])
 def test_every_variant_passes_its_checks(variant):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("enas_ptb_config", CONFIG)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  enas_ptb_run.check_config(mod.get_config(variant))
+  enas_ptb_run.check_config(ptb_configs.load("enas_ptb", variant))
+
 
 
 @pytest.mark.parametrize("variable", [False, True])

@@ -3,7 +3,6 @@ where PTB is absent): a tiny run end to end through host_search."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
 
@@ -14,24 +13,14 @@ from nas_jax import metrics
 from nas_jax.data import ptb
 from nas_jax.spaces import registry
 from nas_jax.train import nasrl_ptb_run
+import ptb_configs  # tests/ptb_configs.py (pytest puts tests/ on the path)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "experiments" / "configs" / "nasrl_ptb.py"
 DATA = "ptb" if ptb.available() else "synthetic"
 
 
 def _config(variant="tiny", **overrides):
-  spec = importlib.util.spec_from_file_location("nasrl_ptb_config", CONFIG)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config(variant)
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
+  return ptb_configs.load("nasrl_ptb", variant, **overrides)
 
 
 def test_tiny_tree_cell_search_end_to_end_with_ppo(tmp_path):

@@ -108,14 +108,7 @@ def make_lm_task(space, model: lm.LanguageModel, corpus: ptb.Corpus, *,
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Cheap checks (no data, no compilation, nothing written)."""
   c = ptb_common
-  c.check(config.get("space") == "enas_rnn", "space", "'enas_rnn'",
-          config.get("space"))
-  try:
-    registry.get(config.space, **config.space_kwargs)
-  except ValueError as e:
-    raise ValueError(f"space_kwargs: {e}") from None
-  c.check(config.algorithm in ("reinforce", "random"), "algorithm",
-          "'reinforce' or 'random'", config.algorithm)
+  c.check_space_and_algorithm(config, "enas_rnn", ("reinforce", "random"))
   for f in ("num_epochs", "derive_samples", "val_batch_size",
             "shared.batch_size", "shared.bptt", "retrain.steps",
             "retrain.batch_size", "retrain.eval_batch_size"):

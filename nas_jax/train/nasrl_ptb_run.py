@@ -38,15 +38,8 @@ from nas_jax.train import tabular_run
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Cheap checks: no data is read, nothing compiled or written."""
   c = ptb_common
-  c.check(config.get("space") == "nasrl_rnn", "space", "'nasrl_rnn'",
-          config.get("space"))
-  try:
-    registry.get(config.space, **config.space_kwargs)
-  except ValueError as e:
-    raise ValueError(f"space_kwargs: {e}") from None
-  c.check(config.algorithm in ("reinforce", "ppo", "random", "evolution"),
-          "algorithm", "one of reinforce, ppo, random, evolution",
-          config.algorithm)
+  c.check_space_and_algorithm(config, "nasrl_rnn",
+                              ("reinforce", "ppo", "random", "evolution"))
   c.check_positive_int(config, "num_rounds")
   c.check_data(config)
   c.check_model(config)

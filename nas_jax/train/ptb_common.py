@@ -110,6 +110,20 @@ def check_keep(config, field: str) -> None:
         "a keep probability in (0, 1]", value)
 
 
+def check_space_and_algorithm(config, space: str, algorithms) -> None:
+  """``config.space`` must be ``space``, its kwargs must build it, and
+  ``config.algorithm`` one of ``algorithms``."""
+  from nas_jax.spaces import registry  # pylint: disable=g-import-not-at-top
+  check(config.get("space") == space, "space", repr(space),
+        config.get("space"))
+  try:
+    registry.get(config.space, **config.space_kwargs)
+  except ValueError as e:
+    raise ValueError(f"space_kwargs: {e}") from None
+  check(config.algorithm in algorithms, "algorithm",
+        f"one of {', '.join(algorithms)}", config.algorithm)
+
+
 def check_data(config) -> None:
   check(config.data.name in ("ptb", "synthetic"), "data.name",
         "'ptb' or 'synthetic'", config.data.name)
