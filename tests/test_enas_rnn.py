@@ -230,3 +230,37 @@ def test_remat_changes_nothing_but_memory():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
                                                        atol=1e-6),
                grads(enas_rnn.ENASCell(H, N, remat=True)), grads(base))
+
+
+def test_a_non_finite_window_skips_its_update_and_resets_the_state():
+  model = _model()
+  tx = lm.make_optimizer(1.0)
+  step = jax.jit(lm.make_train_step(model, tx))
+  arch = registry.get("enas_rnn", num_nodes=4).from_text(
+      "identity;0:identity;1:relu;2:identity")
+  state = lm.init_state(model, tx, jax.random.key(0), 2, arch)
+  s = ptb.batchify(ptb.synthetic(12, 400).train, 2)
+  w = ptb.window(s, 0, 8)
+  batch = lm.Batch(w.inputs, w.targets, w.mask, jnp.float32(0))
+  bad = state._replace(carry=jnp.full((2, 6), jnp.inf))
+  new, m = step(bad, arch, batch, jax.random.key(1))
+  assert float(m["skipped"]) == 1.0
+  jax.tree.map(np.testing.assert_array_equal, new.params, state.params)
+  np.testing.assert_array_equal(new.carry, 0.0)
+  new, m = step(state, arch, batch, jax.random.key(1))
+  assert float(m["skipped"]) == 0.0
+
+
+def test_hidden_norm_clipping_bounds_the_state():
+  H = 6
+  cell = enas_rnn.ENASCell(H, 4, max_hidden_norm=0.5)
+  arch = registry.get("enas_rnn", num_nodes=4).from_text(
+      "identity;0:identity;1:identity;2:identity")
+  xs = jax.random.normal(jax.random.key(0), (3, 5, H))
+  params = cell.init(jax.random.key(1), xs, jnp.zeros((3, H)), arch)
+  params = jax.tree.map(lambda w: 30 * w, params)  # a growing state
+  free, _ = enas_rnn.ENASCell(H, 4).apply(params, xs, jnp.zeros((3, H)), arch)
+  ys, h = cell.apply(params, xs, jnp.zeros((3, H)), arch)
+  assert np.linalg.norm(np.asarray(free), axis=-1).max() > 2.0
+  norms = np.linalg.norm(np.asarray(ys), axis=-1)
+  assert norms.max() <= 0.5 + 1e-5 and norms.min() > 0.49

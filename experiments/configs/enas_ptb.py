@@ -52,7 +52,11 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   keep = (1.0, 1.0, 1.0, 1.0) if tiny else (0.75, 0.25, 0.75, 0.25)
   c.model = dict(hidden_size={"paper": 720, "cpu": 128, "tiny": 16}[variant],
                  embed_keep=keep[0], input_keep=keep[1], hidden_keep=keep[2],
-                 output_keep=keep[3])
+                 output_keep=keep[3],
+                 # Rows of h_t scaled to norm <= 25 (0: off); without it a
+                 # cell of ReLU / identity nodes can blow up the carried
+                 # state at these learning rates.
+                 max_hidden_norm=25.0)
   c.shared = dict(
       batch_size={"paper": 20, "cpu": 32, "tiny": 4}[variant],
       bptt={"paper": 35, "cpu": 35, "tiny": 8}[variant],

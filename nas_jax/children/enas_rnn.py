@@ -80,9 +80,15 @@ def decode(arch) -> tuple:
 def _act(index, x, static: bool):
   if static:
     return _ACTS[int(index)](x)
-  # All four are elementwise on [B, H], cheap next to the [H, 2H] matmul,
-  # and index-selecting them keeps one program for every cell.
-  return jnp.stack([f(x) for f in _ACTS])[index]
+  # One program for every cell: the activation is a branch picked at run
+  # time (faster than computing all four and selecting, benchmarks/rnn.py).
+  return jax.lax.switch(index, _ACTS, x)
+
+
+def _clip_rows(h, max_norm: float):
+  """Scales each row of ``h`` to an L2 norm of at most ``max_norm``."""
+  norm = jnp.linalg.norm(h, axis=-1, keepdims=True)
+  return h * jnp.minimum(1.0, max_norm / jnp.maximum(norm, 1e-12))
 
 
 def _highway(z, carry, act, static):
@@ -106,6 +112,10 @@ class ENASCell(nn.Module):
       storing them (``jax.checkpoint``): a [B, H] state per step is kept
       instead of every node's pre-activations, gates and activations, which
       at H = 1000 is about 1 GB per window.
+    max_hidden_norm: if set, each row of ``h_t`` is scaled down to this L2
+      norm. Cells of ReLU / identity nodes can grow ``h`` without bound over
+      a carried state (the authors' search code batch-normalises instead;
+      the widely used PyTorch ENAS clips at 25).
   """
 
   hidden_size: int
@@ -113,6 +123,7 @@ class ENASCell(nn.Module):
   fixed_arch: Sequence[int] | None = None
   unroll: int | bool = 1
   remat: bool = False
+  max_hidden_norm: float | None = None
 
   def zero_carry(self, batch_size: int):
     return jnp.zeros((batch_size, self.hidden_size))
@@ -182,12 +193,16 @@ class ENASCell(nn.Module):
         out = sum(float(loose[j]) * nodes[j] for j in range(N)
                   if float(loose[j]) > 0)
       else:
-        buf = jnp.zeros((N, B, H), s.dtype).at[0].set(s)  # [N, B, H]
+        nodes = [s]
         for i in range(1, N):
-          src = buf[prevs[i - 1]]
-          buf = buf.at[i].set(_highway((src * h_mask) @ w_nodes[i - 1], src,
-                                       acts[i], static))
-        out = jnp.einsum("n,nbh->bh", loose, buf)
+          # Node i's input, picked elementwise by the traced index: its
+          # backward is a select too, not a scatter into a node buffer.
+          src = jax.lax.select_n(prevs[i - 1], *nodes) if i > 1 else s
+          nodes.append(_highway((src * h_mask) @ w_nodes[i - 1], src,
+                                acts[i], static))
+        out = sum(loose[j] * nodes[j] for j in range(N))
+      if self.max_hidden_norm:
+        out = _clip_rows(out, self.max_hidden_norm)
       h_new = jnp.where(m_t > 0, out, h)
       return h_new, out
 

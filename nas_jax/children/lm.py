@@ -189,8 +189,19 @@ def make_train_step(model: LanguageModel, tx) -> Callable:
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_carry = jax.lax.stop_gradient(new_carry)
+    grad_norm = optax.tree.norm(grads)
+    # A window whose loss or gradient overflowed (a shared cell of ReLU /
+    # identity nodes can) would turn every weight into NaN through the
+    # clipping: skip its update and restart the carried state instead.
+    ok = jnp.isfinite(grad_norm) & jnp.isfinite(loss)
+    keep = lambda new, old: jax.tree.map(
+        lambda n, o: jnp.where(ok, n, o), new, old)
+    params = keep(params, state.params)
+    opt_state = keep(opt_state, state.opt_state)
+    new_carry = jax.tree.map(lambda c: jnp.where(ok, c, 0.0), new_carry)
     return (LMState(params, opt_state, new_carry, state.step + 1),
-            {"loss": loss, "grad_norm": optax.tree.norm(grads)})
+            {"loss": loss, "grad_norm": grad_norm,
+             "skipped": 1.0 - ok.astype(jnp.float32)})
 
   return train_step
 

@@ -37,7 +37,8 @@ def build_model(vocab_size: int, cell: str, model: ml_collections.ConfigDict,
         h, num_nodes,
         fixed_arch=None if fixed_arch is None else tuple(
             int(v) for v in fixed_arch),
-        unroll=model.get("unroll", 1), remat=model.get("remat", False))
+        unroll=model.get("unroll", 1), remat=model.get("remat", False),
+        max_hidden_norm=model.get("max_hidden_norm") or None)
   elif cell == "tree":
     module = rnn_tree_cell.TreeCell(h, base)
   elif cell == "lstm":
