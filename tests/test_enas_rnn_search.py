@@ -147,6 +147,9 @@ def test_vocabulary_mismatch_between_checkpoint_and_data_is_refused(tmp_path):
     ("data.name", "wiki", "data.name must be 'ptb' or 'synthetic'"),
     ("fixed_arch", "tanh;0:relu", "fixed_arch: .*expected 4"),
     ("space_kwargs", {"num_nodes": 0}, "space_kwargs: num_nodes must be"),
+    ("model.max_hidden_norm", -1.0, "model.max_hidden_norm must be >= 0"),
+    ("retrain.grad_clip", -0.1, "retrain.grad_clip must be >= 0"),
+    ("algorithm", "ppo", "algorithm must be one of reinforce, random"),
 ])
 def test_config_errors_name_the_field(field, value, match):
   with pytest.raises(ValueError, match=match):

@@ -123,6 +123,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   for f in ("shared.learning_rate", "retrain.learning_rate",
             "reward_constant"):
     c.check_positive(config, f)
+  for f in ("shared.grad_clip", "shared.weight_decay", "retrain.grad_clip",
+            "retrain.weight_decay", "retrain.eval_bptt"):
+    c.check_non_negative(config, f)
   c.check_data(config)
   c.check_model(config)
   if config.get("fixed_arch"):

@@ -47,6 +47,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     c.check_positive_int(config, f"child.{k}")
   for k in ("learning_rate", "reward_constant", "reward_power"):
     c.check_positive(config, f"child.{k}")
+  for k in ("grad_clip", "weight_decay", "max_eval_windows"):
+    c.check_non_negative(config, f"child.{k}")
 
 
 def build_trainer(config) -> lm_from_scratch.LMTrainer:

@@ -137,6 +137,14 @@ def check_model(config) -> None:
   check_positive_int(config, "model.hidden_size")
   for k in ("embed_keep", "input_keep", "hidden_keep", "output_keep"):
     check_keep(config, f"model.{k}")
+  if "max_hidden_norm" in config.model:
+    check_non_negative(config, "model.max_hidden_norm")
+
+
+def check_non_negative(config, field: str) -> None:
+  value = _get(config, field)
+  check(isinstance(value, (int, float)) and not isinstance(value, bool)
+        and value >= 0, field, ">= 0", value)
 
 
 def _get(config, dotted: str):
