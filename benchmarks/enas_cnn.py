@@ -44,6 +44,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -155,10 +156,22 @@ def controller_time(steps, warmup, num_nodes=5):
                steps, warmup)
 
 
-def quality(workdir: pathlib.Path, random_cells: int, quick: bool):
+def quality(workdir: pathlib.Path, random_cells: int, quick: bool,
+            budget: dict):
   from experiments.configs import enas_micro, enas_retrain  # pylint: disable=g-import-not-at-top
   from nas_jax.train import retrain  # pylint: disable=g-import-not-at-top
   c = enas_micro.get_config("tiny" if quick else "fashion_mnist")
+  r0 = enas_retrain.get_config("tiny_micro" if quick else "fashion_mnist")
+  if not quick:  # sized to a few minutes of a 2-core CPU
+    c.num_epochs = budget["epochs"]
+    c.data.max_train = budget["max_train"]
+    c.data.num_val = 1000
+    c.controller_steps = budget["controller_steps"]
+    c.derive_samples = 50
+    r0.data.max_train = budget["max_train"]
+    r0.data.num_val = 1000
+    r0.train.epochs = budget["retrain_epochs"]
+    r0.train.lr_t0 = float(budget["retrain_epochs"])
   t0 = time.perf_counter()
   summary = enas_run.run(c, str(workdir / "search"))
   search_s = time.perf_counter() - t0
@@ -169,14 +182,15 @@ def quality(workdir: pathlib.Path, random_cells: int, quick: bool):
             for i, k in enumerate(keys)]
   rows = []
   for name, text in cells:
-    r = enas_retrain.get_config("tiny_micro" if quick else "fashion_mnist")
+    r = ml_collections.ConfigDict(r0.to_dict())
     r.arch = text
     r.space_kwargs = dict(c.space_kwargs)
     t0 = time.perf_counter()
     out = retrain.run(r, str(workdir / name.replace(" ", "_")))
     rows.append([name, text, f"{out['test_accuracy']:.4f}",
                  out["num_params"], f"{time.perf_counter() - t0:.0f}"])
-  print(f"search: {c.num_epochs} epochs on {c.data.name}, "
+  print(f"search: {c.num_epochs} epochs on {c.data.name} "
+        f"({c.data.max_train or 'all'} train images), "
         f"{search_s:.0f} s wall (derived reward {summary['best_reward']:.3f} "
         "on the derive minibatch)")
   print(common.text_table(["cell", "arch", "test acc", "params", "retrain s"],
@@ -195,13 +209,21 @@ def main():
   p.add_argument("--quality", action="store_true")
   p.add_argument("--random_cells", type=int, default=4)
   p.add_argument("--workdir", default="/tmp/enas_cnn_quality")
+  p.add_argument("--epochs", type=int, default=3,
+                 help="--quality: search epochs")
+  p.add_argument("--max_train", type=int, default=2000,
+                 help="--quality: training images (search and retrain)")
+  p.add_argument("--controller_steps", type=int, default=10)
+  p.add_argument("--retrain_epochs", type=int, default=2)
   p.add_argument("--out_json", default="")
   a = p.parse_args()
   info = common.machine_info()
   common.print_header(info, [common.WALL_CLOCK_NOTE])
   if a.quality:
     quality(pathlib.Path(a.workdir), 1 if a.quick else a.random_cells,
-            a.quick)
+            a.quick, dict(epochs=a.epochs, max_train=a.max_train,
+                          controller_steps=a.controller_steps,
+                          retrain_epochs=a.retrain_epochs))
     return
   sizes = ["quick"] if a.quick else a.sizes.split(",")
   steps, warmup = (2, 1) if a.quick else (a.steps, a.warmup)

@@ -183,7 +183,8 @@ class MicroCell(nn.Module):
           # A one-op SwitchOp calls its op directly: no switch.
           x = ops_lib.SwitchOp((op_name,), C, name=name)(states[src], None,
                                                          train)
-          if train and op_name != "identity":
+          no_drop = isinstance(drop_rate, (int, float)) and drop_rate == 0
+          if train and op_name != "identity" and not no_drop:
             x = drop_path(x, drop_rate, self.make_rng("drop_path"))
         node = node + x
       states.append(node)
