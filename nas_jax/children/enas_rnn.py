@@ -17,9 +17,10 @@ A cell of ``N`` nodes (``spaces.enas.rnn_space``, arch ``int32[2N - 1]``):
 Weight sharing: one ``(W_c, W_h)`` pair per ``(node i, previous node j)``,
 stored as ``w[pair(i, j)]`` of shape ``[H, 2H]``, used by every child that
 connects ``j -> i`` (the paper's ``W^{(h)}_{\\ell, j}``). The architecture
-is an input array: the selected pairs are gathered once per window, node
-inputs are read from a ``[N, B, H]`` buffer by index, and activations are
-picked by index, so ONE compiled program serves every cell of the space.
+is an input array: the selected pairs are gathered once per window, a
+node's input is picked with ``lax.select_n`` and its activation with
+``lax.switch``, so ONE compiled program serves every cell of the space, as
+fast as the cell built statically (benchmarks/README.md).
 
 ``fixed_arch`` builds the same cell for one architecture with only its own
 ``N`` weight pairs and no gathers (the derived cell retrained from scratch,
