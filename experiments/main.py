@@ -43,6 +43,10 @@ from nas_jax import compile_cache  # noqa: F401  (defines --compile_cache)
 RUNS = {
     "tabular": "nas_jax.train.tabular_run",
     "train": "nas_jax.train.child_search_run",
+    "enas": "nas_jax.train.enas_run",
+    "retrain": "nas_jax.train.retrain",
+    "enas_ptb": "nas_jax.train.enas_ptb_run",
+    "nasrl_ptb": "nas_jax.train.nasrl_ptb_run",
 }
 
 _CONFIG = config_flags.DEFINE_config_file(

@@ -128,6 +128,23 @@ def graphs(space: base.SearchSpace, arch) -> list[Graph]:
       if 1 + i not in used:
         g.edges.append((1 + i, out, ""))
     return [g]
+  if name.startswith("nasrl_rnn"):  # Zoph & Le 2017 Fig. 5 tree cell
+    d = space.decode(arch)
+    g = Graph(f"NAS-RL tree cell (base {space.base})",
+              ["x[t], h[t-1]", "c[t-1]"])
+    out, tree = {}, {}  # tree node -> graph node (after / before inject)
+    for k in range(space.num_tree_nodes):
+      node = tree[k] = out[k] = g.add(
+          f"{k}: {d['combine'][k]}, {d['act'][k]}")
+      srcs = ([0] if k < space.base else
+              [out[j] for j in space.children[k - space.base]])
+      g.edges += [(s, node, "") for s in srcs]
+      if k == d["inject_at"]:
+        out[k] = g.add(f"inject: {d['inject'][0]}, {d['inject'][1]}")
+        g.edges += [(node, out[k], ""), (1, out[k], "")]
+    g.edges.append((out[space.num_tree_nodes - 1], g.add("h[t]"), ""))
+    g.edges.append((tree[d["c_out"]], g.add("c[t]"), "pre-activation"))
+    return [g]
   # Any other space: its decisions as a list, so something is always drawn.
   g = Graph(space.name, [f"{k} = {v}" for k, v in c.items()])
   g.edges = [(i, i + 1, "") for i in range(len(g.nodes) - 1)]

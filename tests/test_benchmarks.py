@@ -21,6 +21,8 @@ CASES = [
     ("child_training.py", [], "seed003_small"),
     ("seed003_table.py", [], "children"),
     ("seed003_search.py", [], "random"),
+    ("enas_cnn.py", [], "supernet/static"),
+    ("rnn.py", [], "shared/static"),
     pytest.param("nasbench201.py", ["--algorithms", "random,rea"],
                  "random search", marks=NEEDS_TABLE),
     pytest.param("tune_nasbench201.py", ["--out_dir", "{tmp}"], "selection",

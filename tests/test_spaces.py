@@ -42,6 +42,9 @@ CASES = [
     ("nasrl", {"search_strides": False}, 33, (4 * 4 * 4)**6 * 2**15),
     ("nasrl", {"num_layers": 2, "search_strides": False}, 7, 64 * 64 * 2),
     ("nasrl", {"num_layers": 3, "skip_connections": False}, 12, 192**3),
+    # Tree nodes (combine, act), inject (combine, act), cell index (2 nodes).
+    ("nasrl_rnn", {"base": 2}, 10, 8**3 * 8 * 3 * 3),
+    ("nasrl_rnn", {"base": 4}, 18, 8**7 * 8 * 7 * 7),
 ]
 
 
@@ -71,7 +74,8 @@ def _first(space: base.SearchSpace, kind: int) -> int | None:
 def test_registry_names_cover_every_family():
   assert set(registry.names()) == {"nasbench201", "enas_micro", "enas_macro",
                                    "enas_rnn", "nasnet", "nasrl",
-                                   "seed003_small", "seed003_large"}
+                                   "seed003_small", "seed003_large",
+                                   "nasrl_rnn"}
   assert {c[0] for c in CASES} == set(registry.names())
 
 

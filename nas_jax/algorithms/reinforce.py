@@ -3,6 +3,13 @@
 ``grad J ~= 1/m sum_k sum_t grad log P(a_t | a_<t; theta) (R_k - b)``, where
 ``b`` is an exponential moving average of past rewards, plus an optional
 entropy bonus (ENAS, Pham et al. 2018, Sec. 3: entropy weight 1e-4).
+
+``entropy_in_reward=True`` is how the authors' code applies that bonus
+(``self.reward += self.entropy_weight * self.sample_entropy`` in
+``micro_controller.py``): the sampled child's policy entropy, a constant, is
+added to its reward before the baseline, instead of a differentiable loss
+term. A policy's rollout ``penalty`` (ENAS's skip-rate KL) is added to the
+loss.
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ BASELINE_UPDATES = ("after", "before")
 
 def reinforce(controller: lstm_policy.Controller, *, batch_size: int = 1,
               learning_rate: float = 0.01, baseline_decay: float = 0.9,
-              entropy_weight: float = 0.0, max_grad_norm: float | None = None,
+              entropy_weight: float = 0.0, entropy_in_reward: bool = False,
+              max_grad_norm: float | None = None,
               baseline_update: str = "after", debias_baseline: bool = False,
               optimizer: optax.GradientTransformation | None = None
               ) -> base.Algorithm:
@@ -51,6 +59,8 @@ def reinforce(controller: lstm_policy.Controller, *, batch_size: int = 1,
       and ``algorithms.presets``.
     baseline_decay: the EMA baseline's decay.
     entropy_weight: weight of the entropy bonus (ENAS: 1e-4).
+    entropy_in_reward: add ``entropy_weight * H`` (stop-gradient) to each
+      reward, as the ENAS code does, instead of a differentiable loss term.
     max_grad_norm: global-norm gradient clipping, None for none.
     baseline_update: when the EMA baseline takes this batch's mean reward.
       ``"after"`` (default): the advantage is ``R - b`` with ``b`` the
@@ -92,18 +102,24 @@ def reinforce(controller: lstm_policy.Controller, *, batch_size: int = 1,
     rollout = jax.vmap(controller.sample, (None, 0))(state.params, keys)
     return state, rollout.arch
 
-  def loss_fn(params, archs, advantages):
+  def loss_fn(params, archs, rewards, baseline, num_updates):
     rescored = jax.vmap(controller.rescore, (None, 0))(params, archs)
-    pg = jax.vmap(losses.reinforce_loss)(rescored.log_prob, advantages)
     entropy = jnp.mean(rescored.entropy)
-    return jnp.mean(pg) - entropy_weight * entropy, entropy
+    if entropy_in_reward:
+      rewards = rewards + entropy_weight * jax.lax.stop_gradient(
+          rescored.entropy)
+    advantages, baseline = baseline_fns(baseline, num_updates, rewards)
+    pg = jax.vmap(losses.reinforce_loss)(rescored.log_prob, advantages)
+    loss = jnp.mean(pg) + jnp.mean(rescored.penalty)
+    if not entropy_in_reward:
+      loss = loss - entropy_weight * entropy
+    return loss, (entropy, baseline)
 
   def feedback(state, archs, rewards):
     rewards = rewards.astype(jnp.float32)
-    advantages, baseline = baseline_fns(state.baseline, state.num_updates,
-                                        rewards)
-    (loss, entropy), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, archs, advantages)
+    (loss, (entropy, baseline)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params, archs, rewards, state.baseline,
+                               state.num_updates)
     updates, opt_state = opt.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return ReinforceState(params, opt_state, baseline, state.num_updates + 1,

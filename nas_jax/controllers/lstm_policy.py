@@ -16,7 +16,30 @@ same machine run over different decision lists:
   all bits of a layer are read off the layer's anchor state, as in the paper.
 
 ENAS's logit shaping ``tanh_constant * tanh(logits / temperature)`` is applied
-when ``tanh_constant`` is set. The whole rollout is one ``lax.scan``; a batch of
+when ``tanh_constant`` is set. Options that make the policy the authors' ENAS
+controller (github.com/melodyguan/enas, ``src/cifar10/micro_controller.py``
+and ``general_controller.py``), switched on by the ENAS configs:
+
+* ``op_tanh_reduce``: op logits use ``tanh_constant / op_tanh_reduce``
+  (pointer and skip logits keep ``tanh_constant``);
+* ``op_bias_init`` / ``op_bias_fixed``: the learned op bias starts at the
+  authors' values and a constant, non-learned bias is added after the tanh
+  (``b_soft`` / ``b_soft_no_learn``; the authors add the constant to the
+  normal cell only: ``op_bias_fixed_prefix="normal/"``);
+* ``enas_anchors``: each cell's two input anchors are the authors' -- two
+  LSTM steps on the go token whose states give the attention keys while the
+  anchors themselves (what a picked input feeds back) are zeros -- instead
+  of learned vectors;
+* ``node_anchor_step``: after a node's (layer's) last op, one more LSTM step
+  on the op's embedding gives the node's anchor, and the next node starts
+  from the go token;
+* ``enas_skips`` (macro): a layer's skip bits come from that extra step,
+  with logits ``(-q_j, q_j)``; the next input is the mean of the chosen
+  anchors ``sum_j b_j h_j / (1 + sum_j b_j)``; and the rollout reports the
+  skip-rate penalty ``skip_weight * mean_i KL(sigmoid(logits_i) ||
+  (1 - skip_target, skip_target))`` that REINFORCE adds to its loss.
+
+These options need the unrolled rollout (``unroll`` None picks it). The whole rollout is one ``lax.scan``; a batch of
 architectures is ``jax.vmap`` over keys. Sampling and re-scoring share the scan
 body, so ``log_prob(arch)`` equals the log-probability reported at sampling.
 """
@@ -99,6 +122,9 @@ class Rollout(NamedTuple):
   log_prob: jax.Array  # f32[], sum over decisions
   entropy: jax.Array   # f32[], sum over decisions
   log_probs: jax.Array | None = None  # f32[T]: per decision (PPO's ratio)
+  # f32[]: a loss term the policy adds (ENAS's weighted skip-rate KL), 0
+  # without one; REINFORCE adds its mean to the loss.
+  penalty: Any = 0.0
 
 
 def _lstm_step(w, b, x, state):
@@ -117,11 +143,28 @@ class LSTMPolicy(nn.Module):
 
   Attributes:
     space: the search space whose decisions the policy emits.
-    hidden_size: LSTM width (ENAS: 100 for the RNN cell, 64 for CNN cells;
-      NAS-RL: 35).
+    hidden_size: LSTM width (ENAS: 64 for the CNN searches, 100 for the
+      RNN cell; NAS-RL: 35).
     num_layers: stacked LSTM layers (NAS-RL: 2; ENAS: 1).
-    temperature: logits are divided by it (ENAS: 5.0 for CNN cells).
-    tanh_constant: if set, logits become ``c * tanh(logits)`` (ENAS: 2.5).
+    temperature: logits are divided by it. The authors' CNN searches set
+      none (1.0 here); their PTB search uses 5.0.
+    tanh_constant: if set, logits become ``c * tanh(logits)`` (ENAS: 1.10
+      for the micro search, 1.5 for the macro search, 2.5 for PTB).
+    op_tanh_reduce: op logits use ``tanh_constant / op_tanh_reduce`` (ENAS
+      CNN searches: 2.5, so micro ops see 0.44).
+    op_bias_init: initial value of every op head's learned bias (length =
+      the widest op vocabulary), or None for zeros.
+    op_bias_fixed: a constant bias added to op logits after the tanh, or
+      None.
+    op_bias_fixed_prefix: only decisions whose name starts with it get
+      ``op_bias_fixed`` ("" = all).
+    enas_anchors: the authors' cell-input anchors (see module doc) instead
+      of learned ones.
+    node_anchor_step: the extra LSTM step that makes a node's anchor.
+    enas_skips: the authors' macro skip mechanics (implies
+      ``node_anchor_step``).
+    skip_target, skip_weight: the skip-rate KL penalty (ENAS: 0.4, 0.8);
+      used with ``enas_skips``.
     init_scale: half-width of the uniform initialiser (ENAS: 0.1).
     unroll: trace one specialised step per decision (fast to run; compile
       time grows with the number of decisions) or scan one generic step.
@@ -134,6 +177,20 @@ class LSTMPolicy(nn.Module):
   num_layers: int = 1
   temperature: float = 1.0
   tanh_constant: float | None = None
+  op_tanh_reduce: float = 1.0
+  op_bias_init: tuple[float, ...] | None = None
+  op_bias_fixed: tuple[float, ...] | None = None
+  op_bias_fixed_prefix: str = ""
+  enas_anchors: bool = False
+  node_anchor_step: bool = False
+  enas_skips: bool = False
+  skip_target: float = 0.4
+  skip_weight: float = 0.0
+  # ENAS's PTB controller (ptb_enas_controller.py), unrolled rollout only:
+  # pointer logits minus ``penalty * (i - j)^2`` for node i picking j (1/12
+  # there), and the picked anchor fed back divided by ``0.1 + (i - j)``.
+  pointer_distance_penalty: float = 0.0
+  pointer_input_rescale: bool = False
   init_scale: float = 0.1
   unroll: bool | None = None  # None: see the class docstring
 
@@ -151,7 +208,15 @@ class LSTMPolicy(nn.Module):
                    for l in range(self.num_layers)]
     self.heads_w = self.param("heads_w", shifted,
                               (sa.num_heads, hsz, sa.head_size))
-    self.heads_b = self.param("heads_b", nn.initializers.zeros,
+    if self.op_bias_init is not None:
+      bias = np.asarray(self.op_bias_init, np.float32)
+      if bias.shape != (sa.head_size,):
+        raise ValueError(f"op_bias_init needs {sa.head_size} values (one "
+                         f"per op), got {len(bias)}")
+      heads_b_init = lambda k, s: jnp.broadcast_to(jnp.asarray(bias), s)
+    else:
+      heads_b_init = nn.initializers.zeros
+    self.heads_b = self.param("heads_b", heads_b_init,
                               (sa.num_heads, sa.head_size))
     self.init_anchor_h = self.param(
         "init_anchors", shifted, (max(len(sa.init_anchors), 1), hsz))
@@ -167,11 +232,19 @@ class LSTMPolicy(nn.Module):
       h = state[1]
     return tuple(new_lstm), h
 
-  def _shape_logits(self, logits):
+  def _shape_logits(self, logits, is_op: bool = False):
     logits = logits / self.temperature
     if self.tanh_constant is not None:
-      logits = self.tanh_constant * jnp.tanh(logits)
+      c = self.tanh_constant / (self.op_tanh_reduce if is_op else 1.0)
+      logits = c * jnp.tanh(logits)
     return logits
+
+  @property
+  def _enas_options(self) -> bool:
+    return bool(self.op_tanh_reduce != 1.0 or self.op_bias_fixed is not None
+                or self.enas_anchors or self.node_anchor_step
+                or self.enas_skips or self.pointer_distance_penalty != 0.0
+                or self.pointer_input_rescale)
 
   def _choose(self, logits, noise, forced_a):
     """Gumbel-max sampling; ``noise`` is this decision's row of one
@@ -193,7 +266,14 @@ class LSTMPolicy(nn.Module):
     # and re-scoring take the same path for a given T: the two paths round
     # differently (~2e-5 over 40-50 decisions), and PPO's ratio and the
     # docs rely on rescore reproducing the sampled log-probability exactly.
-    unroll = self.unroll if self.unroll is not None else T <= UNROLL_MAX
+    # The ENAS options exist in the unrolled rollout only.
+    unroll = (self.unroll if self.unroll is not None
+              else T <= UNROLL_MAX or self._enas_options)
+    if not unroll and self._enas_options:
+      raise ValueError("the ENAS controller options (op_tanh_reduce, "
+                       "op_bias_fixed, enas_anchors, node_anchor_step, "
+                       "enas_skips, pointer_distance_penalty, "
+                       "pointer_input_rescale) need unroll=True or None")
     C = max(sa.max_choices, 2)
     noise = (jax.random.gumbel(key, (T, C)) if forced is None
              else [None] * T)
@@ -206,19 +286,38 @@ class LSTMPolicy(nn.Module):
     its decision kind needs (one head, one attention slice, or one skip score).
     """
     sa = self._sa
-    C = max(sa.max_choices, 2)
     hsz = self.hidden_size
     zeros = jnp.zeros((hsz,))
     lstm = tuple((zeros, zeros) for _ in range(self.num_layers))
     raw: dict[int, jax.Array] = {}
     proj: dict[int, jax.Array] = {}
-    for i, slot in enumerate(sa.init_anchors):
-      raw[slot] = self.init_anchor_h[i]
-      proj[slot] = raw[slot] @ self.attn_prev
+    pending_init = set(sa.init_anchors)
+    if not self.enas_anchors:
+      for i, slot in enumerate(sa.init_anchors):
+        raw[slot] = self.init_anchor_h[i]
+        proj[slot] = raw[slot] @ self.attn_prev
+      pending_init.clear()
+    anchor_step = self.node_anchor_step or self.enas_skips
     inp, h = self.go, zeros
     arch, logps, ents = [], [], []
-    for t in range(len(sa.kind)):
+    skip_bits, skip_kls = [], []
+    t_max = len(sa.kind)
+    target = jnp.array([1.0 - self.skip_target, self.skip_target])
+    for t in range(t_max):
       kind, nc = int(sa.kind[t]), int(sa.num_choices[t])
+      name = self.space.decisions[t].name
+      if kind == base.POINTER and pending_init:
+        # ENAS: a cell's input anchors are made just before its first
+        # pointer: one LSTM step on the go token per input; the anchor is
+        # zero and the step's state is its attention key.
+        lo = int(sa.attn_base[t])
+        for slot in range(lo, lo + nc):
+          if slot in pending_init:
+            lstm, h_init = self._advance(lstm, self.go)
+            raw[slot] = zeros
+            proj[slot] = h_init @ self.attn_prev
+            pending_init.discard(slot)
+      enas_skip = self.enas_skips and kind == base.SKIP
       if kind != base.SKIP:  # skip bits read the layer's anchor state
         lstm, h = self._advance(lstm, inp)
       if kind == base.OP:
@@ -229,9 +328,20 @@ class LSTMPolicy(nn.Module):
         slots = range(lo, lo + nc) if kind == base.POINTER else [lo]
         keys_proj = jnp.stack([proj[j] for j in slots])
         scores = jnp.tanh(keys_proj + h @ self.attn_curr) @ self.attn_v
-        logits = scores if kind == base.POINTER else jnp.stack(
-            [jnp.zeros(()), scores[0]])
-      logits = self._shape_logits(logits)
+        if kind == base.POINTER:
+          logits = scores
+        elif enas_skip:  # general_controller.py: logits (-q, q)
+          logits = jnp.stack([-scores[0], scores[0]])
+        else:
+          logits = jnp.stack([jnp.zeros(()), scores[0]])
+      logits = self._shape_logits(logits, is_op=kind == base.OP)
+      if (kind == base.OP and self.op_bias_fixed is not None
+          and name.startswith(self.op_bias_fixed_prefix)):
+        logits = logits + jnp.asarray(self.op_bias_fixed, jnp.float32)[:nc]
+      # i - j for candidate j: node i of the ENAS RNN space points at 0..i-1.
+      distance = nc - jnp.arange(nc)
+      if kind == base.POINTER and self.pointer_distance_penalty:
+        logits = logits - self.pointer_distance_penalty * distance ** 2
       a, logp, ent = self._choose(logits, noise[t],
                                   None if forced is None else forced[t])
       arch.append(a)
@@ -239,13 +349,36 @@ class LSTMPolicy(nn.Module):
       ents.append(ent)
       if kind == base.POINTER:  # ENAS feeds the picked anchor back in
         inp = jnp.stack([raw[j] for j in slots])[a]
+        if self.pointer_input_rescale:
+          inp = inp / (0.1 + distance[a])
       else:
         inp = self.embedding[int(sa.token_offset[t]) + a]
+      if enas_skip:
+        p = jax.nn.sigmoid(logits)
+        skip_bits.append((a, raw[lo], jnp.sum(p * jnp.log(p / target))))
+        last = t + 1 == t_max or int(sa.kind[t + 1]) != base.SKIP
+        if last:  # the next layer reads the mean of the chosen anchors
+          bits = jnp.stack([b for b, _, _ in skip_bits]).astype(jnp.float32)
+          chosen = jnp.stack([r for _, r, _ in skip_bits])
+          inp = bits @ chosen / (1.0 + jnp.sum(bits))
+          # KL summed over the layer's bits, averaged over layers.
+          skip_kls.append(sum(kl for _, _, kl in skip_bits))
+          skip_bits = []
       if sa.anchor[t] >= 0:
-        raw[int(sa.anchor[t])] = h
-        proj[int(sa.anchor[t])] = h @ self.attn_prev
+        slot = int(sa.anchor[t])
+        if anchor_step and kind == base.OP:
+          # The node's anchor comes from one more step on the op's
+          # embedding; the next node starts from the go token (or, in the
+          # macro space, from the skips' mean, set above).
+          lstm, h = self._advance(lstm, inp)
+          inp = self.go
+        raw[slot] = h
+        proj[slot] = h @ self.attn_prev
+    penalty = (self.skip_weight * jnp.mean(jnp.stack(skip_kls)) if skip_kls
+               else jnp.zeros(()))
     return Rollout(jnp.stack(arch), jnp.sum(jnp.stack(logps)),
-                   jnp.sum(jnp.stack(ents)), log_probs=jnp.stack(logps))
+                   jnp.sum(jnp.stack(ents)), log_probs=jnp.stack(logps),
+                   penalty=penalty)
 
   def _rollout_scanned(self, noise, forced) -> Rollout:
     """One ``lax.scan`` step for every decision: compiles in constant time for
@@ -299,7 +432,8 @@ class LSTMPolicy(nn.Module):
 
     carry = (lstm, zeros, self.go, anchors_raw, anchors_proj)
     _, (arch, logp, ent) = jax.lax.scan(step, carry, xs)
-    return Rollout(arch, jnp.sum(logp), jnp.sum(ent), log_probs=logp)
+    return Rollout(arch, jnp.sum(logp), jnp.sum(ent), log_probs=logp,
+                   penalty=jnp.zeros(()))
 
   def sample(self, key: jax.Array) -> Rollout:
     """Samples one architecture: ``(arch int32[T], log_prob, entropy)``."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from nas_jax.spaces import base, enas, nasbench201, nasnet, nasrl, seed003
+from nas_jax.spaces import nasrl_rnn
 
 _BUILTIN: dict[str, Callable[..., base.SearchSpace]] = {
     "nasbench201": nasbench201.space,
@@ -34,6 +35,7 @@ _BUILTIN: dict[str, Callable[..., base.SearchSpace]] = {
     "enas_rnn": enas.rnn_space,
     "nasnet": nasnet.space,
     "nasrl": nasrl.space,
+    "nasrl_rnn": nasrl_rnn.space,
     "seed003_small": seed003.small_space,
     "seed003_large": seed003.large_space,
 }
