@@ -11,7 +11,8 @@ Variants:
   a 2-layer 35-unit controller (Sec. 3.1) and long child training; far
   beyond this CPU (the paper used 400 CPUs' worth of parallel children).
 * ``cpu``: base 8, 64-wide children trained 200 windows each on PTB, 8
-  rounds of 4 children: minutes on a 2-core CPU.
+  rounds of 4 children; a child took about 2.4 minutes on the shared 2-core
+  CPU (load 10), so about an hour and a quarter in all.
 * ``tiny``: base 2, 16-wide children, a few windows each, on the synthetic
   stream; CI runs it (and on PTB with ``--config.data.name=ptb``).
 
