@@ -31,7 +31,7 @@ from nas_jax.algorithms import base
 
 
 class Preset(NamedTuple):
-  algorithm: str     # "random", "rea", "reinforce" or "ppo"
+  algorithm: str     # "random", "rea", "reinforce", "ppo" or "q_learning"
   controller: dict   # ``controllers.make_controller`` kwargs (policy, ...)
   options: dict      # the algorithm's kwargs
   kind: str          # "paper" or "ours"
@@ -84,6 +84,17 @@ PRESETS: dict[str, Preset] = {
              learning_rate=0.01, baseline_decay=0.9, entropy_weight=1e-3,
              ratio="architecture", normalize_advantages=True), "ours",
         _TUNED),
+    "nb201_q_learning": Preset(
+        "q_learning", {},
+        dict(batch_size=1, learning_rate=0.01, discount=1.0, q_init=0.5,
+             reward_shaping="uniform", epsilon_start=1.0, epsilon_end=0.1,
+             explore_episodes=25, decay_episodes=50, replay_size=1000,
+             replay_samples=100), "ours",
+        "Block-QNN (Zhong et al. 2018, Sec. 3.3) / MetaQNN (Baker et al. "
+        "2017): alpha 0.01, gamma 1, Q initialised to 0.5, r_t = r / T, "
+        "replay of 100 stored episodes per update, epsilon 1.0 -> 0.1; the "
+        "schedule shortened to NB201's ~100 evaluations per run "
+        "(benchmarks/nasbench201_more.py)"),
 }
 
 
@@ -98,7 +109,8 @@ def get(name: str) -> Preset:
 
 
 _OPTIONS_FIELD = {"random": "random", "rea": "evolution",
-                  "reinforce": "reinforce", "ppo": "ppo"}
+                  "reinforce": "reinforce", "ppo": "ppo",
+                  "q_learning": "q_learning"}
 
 
 def options_field(name: str) -> str:

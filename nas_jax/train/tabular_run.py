@@ -57,8 +57,10 @@ def build_algorithm(config: ml_collections.ConfigDict,
     ctrl = make_controller(space, **config.controller)
     factory = algorithms.reinforce if name == "reinforce" else algorithms.ppo
     return factory(ctrl, **config[name])
+  if name == "q_learning":
+    return algorithms.q_learning(space, **config.q_learning)
   raise ValueError(f"unknown algorithm {name!r}; known: random, evolution "
-                   "(rea), reinforce, ppo")
+                   "(rea), reinforce, ppo, q_learning")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
