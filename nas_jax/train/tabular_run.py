@@ -59,8 +59,10 @@ def build_algorithm(config: ml_collections.ConfigDict,
     return factory(ctrl, **config[name])
   if name == "q_learning":
     return algorithms.q_learning(space, **config.q_learning)
+  if name == "pnas":
+    return algorithms.pnas(space, **config.pnas)
   raise ValueError(f"unknown algorithm {name!r}; known: random, evolution "
-                   "(rea), reinforce, ppo, q_learning")
+                   "(rea), reinforce, ppo, q_learning, pnas")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
