@@ -223,7 +223,7 @@ def test_tabular_run_sigkill_resume_is_exact(tmp_path, monkeypatch):
   assert summary["mean_num_evals"] == 120
   workdir = tmp_path / "run"
   assert test_resume._kill_and_resume(TABULAR_ARGS, workdir, tmp_path,
-                                      kills=2, seed=3) >= 1
+                                      kills=1, seed=3) >= 1
   keys = ("seed", "step", "arch", "reward", "cost")
   assert test_resume._history(workdir, keys) == test_resume._history(ref,
                                                                       keys)
