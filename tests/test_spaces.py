@@ -35,6 +35,8 @@ CASES = [
      (2 * 2 * 13 * 13 * 2 * 3 * 3 * 13 * 13 * 2)**2),
     # 6 layers * 4 hyperparameters + 15 skip bits.
     ("nasrl", {}, 39, (4 * 4 * 4 * 3)**6 * 2**15),
+    # Block-QNN: per layer i, 11 type codes and two predecessors K < i.
+    ("blockqnn", {"max_layers": 3}, 9, 11**3 * (1 * 2 * 3)**2),
     # Seed 003: two consecutive ops of 8; three nodes picking input and op.
     ("seed003_small", {}, 2, 8 * 8),
     ("seed003_large", {}, 6, (1 * 8) * (2 * 8) * (3 * 8)),
@@ -71,7 +73,8 @@ def _first(space: base.SearchSpace, kind: int) -> int | None:
 def test_registry_names_cover_every_family():
   assert set(registry.names()) == {"nasbench201", "enas_micro", "enas_macro",
                                    "enas_rnn", "nasnet", "nasrl",
-                                   "seed003_small", "seed003_large"}
+                                   "seed003_small", "seed003_large",
+                                   "blockqnn"}
   assert {c[0] for c in CASES} == set(registry.names())
 
 

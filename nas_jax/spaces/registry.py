@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from nas_jax.spaces import base, enas, nasbench201, nasnet, nasrl, seed003
+from nas_jax.spaces import (base, blockqnn, enas, nasbench201, nasnet, nasrl,
+                            seed003)
 
 _BUILTIN: dict[str, Callable[..., base.SearchSpace]] = {
     "nasbench201": nasbench201.space,
@@ -36,6 +37,7 @@ _BUILTIN: dict[str, Callable[..., base.SearchSpace]] = {
     "nasrl": nasrl.space,
     "seed003_small": seed003.small_space,
     "seed003_large": seed003.large_space,
+    "blockqnn": blockqnn.space,
 }
 _FACTORIES: dict[str, Callable[..., base.SearchSpace]] = dict(_BUILTIN)
 
