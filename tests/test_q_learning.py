@@ -8,6 +8,8 @@ import importlib
 import importlib.util
 import json
 import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -229,3 +231,21 @@ def test_tabular_run_sigkill_resume_is_exact(tmp_path, monkeypatch):
                                                                       keys)
   assert (json.loads((workdir / "best.json").read_text())
           == json.loads((ref / "best.json").read_text()))
+
+
+@needs_table
+def test_benchmark_script_quick_mode(tmp_path):
+  # The PNAS row compiles an LSTM ensemble for ~30 s: benchmarked, not here.
+  env = dict(test_resume._env(), PYTHONPATH=str(test_resume.ROOT))
+  out_json = tmp_path / "more.json"
+  proc = subprocess.run(
+      [sys.executable, "benchmarks/nasbench201_more.py", "--quick",
+       "--algorithms", "nb201_random,nb201_q_learning", "--out_json",
+       str(out_json)], cwd=test_resume.ROOT, env=env, capture_output=True,
+      text=True, timeout=600)
+  assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+  assert "Q-learning (Block-QNN, tabular)" in proc.stdout
+  rows = json.loads(out_json.read_text())["results"]
+  assert [r["algorithm"] for r in rows] == ["nb201_random",
+                                            "nb201_q_learning"]
+  assert all(r["runs"] == 4 and 80 < r["mean_test_acc"] < 95 for r in rows)
