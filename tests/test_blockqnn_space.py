@@ -63,3 +63,19 @@ def test_q_learning_agent_builds_blocks_layer_by_layer():
   greedy = jax.vmap(lambda s: q_learning.greedy(space, s))(result.state)
   assert bool(jnp.all(jax.vmap(space.is_valid)(greedy)))
   np.testing.assert_array_equal(greedy[:, ::3], conv3)
+
+
+def test_pnas_grows_blocks_layer_decision_by_decision():
+  pnas = importlib.import_module("nas_jax.algorithms.pnas")
+  space = blockqnn.space(max_layers=2)
+  conv3 = blockqnn.TYPES.index("conv_3")
+  algo = pnas.pnas(space, beam_size=11, fit_steps=20,
+                   surrogate=dict(kind="mlp", ensemble_size=2))
+  search = jax.jit(jax.vmap(search_lib.make_search(
+      algo, lambda a: jnp.mean(a[:, ::3] == conv3, axis=1), max_evals=66)))
+  result = search(jax.random.split(jax.random.key(0), 2))
+  assert bool(jnp.all(jax.vmap(jax.vmap(space.is_valid))(result.archs)))
+  # The first round is the 11 one-decision cells: every layer-1 type.
+  np.testing.assert_array_equal(np.sort(result.archs[:, :11, 0], axis=1),
+                                np.tile(np.arange(11), (2, 1)))
+  np.testing.assert_allclose(result.best_reward, 1.0)
