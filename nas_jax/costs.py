@@ -127,3 +127,26 @@ def tunas_reward(accuracy, cost, *, target: float,
                      f"target; TuNAS uses -0.07), got {beta}")
   return jnp.asarray(accuracy) + beta * jnp.abs(
       jnp.asarray(cost, jnp.float32) / target - 1.0)
+
+
+def nasbench201_cost_aware(evaluator, *, target_params: float,
+                           beta: float = -0.07):
+  """A NAS-Bench-201 table evaluator whose reward is TuNAS's
+  ``reward + beta |params / target_params - 1|`` (the cost the search is
+  charged is unchanged); the parameter count of every cell is reported as
+  the extra column ``"params"``. A search over it is TuNAS-style cost-aware
+  search with a parameter-count target."""
+  from nas_jax.evaluators import tabular  # noqa: PLC0415 (keeps costs light)
+  space = evaluator.space
+  if space.num_decisions != len(nasbench201.EDGES):
+    raise ValueError(f"nasbench201_cost_aware needs a NAS-Bench-201 "
+                     f"evaluator, got space {space.name!r}")
+  n = space.num_architectures
+  archs = np.stack([space.from_index(i) for i in range(n)])  # index order
+  params = np.asarray(nasbench201_params(jnp.asarray(archs)))
+  reward = tunas_reward(evaluator.reward, params, target=target_params,
+                        beta=beta)
+  extra = {k: np.asarray(v) for k, v in evaluator.extra.items()}
+  extra["params"] = params
+  return tabular.TabularEvaluator(space, np.asarray(reward),
+                                  np.asarray(evaluator.cost), extra)

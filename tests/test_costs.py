@@ -92,3 +92,27 @@ def test_bad_network_size():
     costs.nasbench201_params(jnp.zeros(6, jnp.int32), channels=0)
   with pytest.raises(ValueError, match="image_size must be a multiple of 4"):
     costs.nasbench201_flops(jnp.zeros(6, jnp.int32), image_size=30)
+
+
+def test_cost_aware_table_evaluator():
+  from nas_jax.evaluators import tabular  # noqa: PLC0415
+  space = nasbench201.space()
+  n = space.num_architectures
+  acc = np.linspace(0.5, 0.9, n).astype(np.float32)
+  base_ev = tabular.TabularEvaluator(space, acc, np.full(n, 2.0),
+                                     {"test": acc})
+  target = 73_306 * 2.0  # twice the smallest network
+  ev = costs.nasbench201_cost_aware(base_ev, target_params=target, beta=-0.1)
+  archs = jnp.asarray([np.zeros(6, np.int32), np.full(6, CONV3)])
+  out = ev(archs)
+  idx = np.asarray(space.index(archs))
+  # The smallest cell is 50% under the target, all-conv3x3 ~9.4x over it.
+  np.testing.assert_allclose(out.reward, [
+      acc[idx[0]] - 0.05, acc[idx[1]] - 0.1 * (1_531_546 / target - 1)],
+                             rtol=1e-5)
+  np.testing.assert_array_equal(out.cost, [2.0, 2.0])
+  np.testing.assert_array_equal(ev.lookup("params", archs), [73_306,
+                                                            1_531_546])
+  np.testing.assert_allclose(ev.lookup("test", archs), acc[idx])
+  with pytest.raises(ValueError, match="cost target must be > 0"):
+    costs.nasbench201_cost_aware(base_ev, target_params=-5.0)
