@@ -27,6 +27,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # noqa: E402
 import nasbench201 as nb  # noqa: E402  (the protocol and its helpers)
 
+from nas_jax import costs  # noqa: E402
 from nas_jax.data import nasbench201 as nb201_data  # noqa: E402
 from nas_jax.evaluators import tabular  # noqa: E402
 
@@ -45,9 +46,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="PRNG seed of the runs (the presets were chosen on "
                       "seed 1; default 0)")
   p.add_argument("--algorithms", default=",".join(ROWS),
-                 help="comma list from " + ", ".join(ROWS))
+                 help="comma list from " + ", ".join(ROWS)
+                 + " (or a row of nasbench201.py)")
   p.add_argument("--repeats", type=int, default=1,
                  help="timed calls after the first, for the steady state")
+  p.add_argument("--cost_target_m", type=float, default=None,
+                 help="also run nb201_reinforce with TuNAS's reward "
+                      "acc + beta |params / target - 1| (target in millions "
+                      "of parameters, beta --cost_beta)")
+  p.add_argument("--cost_beta", type=float, default=-0.07)
   p.add_argument("--out_json", default=None)
   p.add_argument("--quick", action="store_true",
                  help="smoke test: 4 runs, no repeat")
@@ -56,7 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.runs, args.repeats = 4, 0
   args.algorithms = [n.strip() for n in args.algorithms.split(",")
                      if n.strip()]
-  bad = [n for n in args.algorithms if n not in ROWS]
+  bad = [n for n in args.algorithms if n not in ROWS + nb.ROWS]
   if bad or not args.algorithms:
     p.error(f"unknown or no rows {bad}; choose from {', '.join(ROWS)}")
   if args.runs < 1 or args.repeats < 0:
@@ -93,7 +100,30 @@ def main(argv=None) -> int:
     logging.info("running %s: %d runs in one jit(vmap(search)) call ...",
                  name, args.runs)
     rows.append(nb.run_algorithm(name, evaluator, table, keys, args.repeats))
+  if args.cost_target_m is not None:
+    cost_ev = costs.nasbench201_cost_aware(
+        evaluator, target_params=args.cost_target_m * 1e6,
+        beta=args.cost_beta)
+    logging.info("running nb201_reinforce with the TuNAS reward (target "
+                 "%.3f M params, beta %g) ...", args.cost_target_m,
+                 args.cost_beta)
+    row = nb.run_algorithm("nb201_reinforce", cost_ev, table, keys,
+                           args.repeats)
+    row["algorithm"] = "nb201_reinforce+tunas"
+    nb.DISPLAY_NAMES[row["algorithm"]] = (
+        f"REINFORCE (LSTM, tuned), TuNAS reward, target "
+        f"{args.cost_target_m:g} M params, beta {args.cost_beta:g}")
+    rows.append(row)
+  space = evaluator.space
+  for r in rows:  # the returned cells' size (benchmark network, 10 classes)
+    archs = np.stack([space.from_text(t) for t in r["best_arch"]])
+    r["mean_params_m"] = float(np.mean(costs.nasbench201_params(archs))) / 1e6
+    r["mean_flops_m"] = float(np.mean(costs.nasbench201_flops(archs))) / 1e6
   print(nb.format_table(rows, best_in_table))
+  print("\nreturned cells' cost (mean):")
+  for r in rows:
+    print(f"  {r['algorithm']}: {r['mean_params_m']:.3f} M params, "
+          f"{r['mean_flops_m']:.1f} M FLOPs")
   print(f"\nstd over runs (ddof=0); 1st call = wall time of the whole batch "
         f"of {args.runs} runs, compile included; steady = median of "
         f"{args.repeats} further calls. Published rows: NAS-Bench-201 "
