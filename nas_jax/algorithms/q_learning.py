@@ -7,11 +7,15 @@ step ``t`` is ``(t, a_{t-1})``: the decision index and the previous choice
 (``a_{-1}`` is a start token), a compact encoding that fits every space of
 the library (for NAS-Bench-201, "which edge, and which op was put on the edge
 before"). The action is the choice ``a_t``; after the last decision the
-episode ends in a terminal state of value 0.
+episode ends in a terminal state of value 0. The state does not hold the
+whole partial architecture (neither does Block-QNN's "current layer" state),
+so values are averages over the histories that reach it: a table, not a
+model, of the space.
 
 The update is seed 000's (Block-QNN slides)::
 
-    Q(s_t, u) <- (1 - alpha) Q(s_t, u) + alpha [r_t + gamma max_u' Q(s_{t+1}, u')]
+    Q(s_t, u) <- (1 - alpha) Q(s_t, u)
+                 + alpha [r_t + gamma max_u' Q(s_{t+1}, u')]
 
 with ``gamma = 1`` by default (the seed's formula has no discount). The
 accuracy is only known at the end of the episode; Block-QNN's reward shaping
