@@ -5,6 +5,7 @@ config errors, and the tabular run with SIGKILL-resume."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 
 import jax
@@ -199,3 +200,26 @@ def test_tabular_run_sigkill_resume_is_exact(tmp_path, monkeypatch):
                                                                       keys)
   assert (json.loads((workdir / "best.json").read_text())
           == json.loads((ref / "best.json").read_text()))
+
+
+def test_pnas_with_child_training_on_the_seed003_space(tmp_path):
+  # Children trained from scratch (ChildTrainer) on the embedded digits: the
+  # first round is the 8 one-op cells (second op "identity"), the second the
+  # 8 two-op cells the predictor ranks highest.
+  spec = importlib.util.spec_from_file_location(
+      "seed003_config",
+      test_resume.ROOT / "experiments" / "configs" / "seed003_digits.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("pnas")
+  config.update_from_flattened_dict({
+      "num_rounds": 2, "child.epochs": 1, "network.channels": 4,
+      "network.num_cells": 1, "data.max_train": 96, "data.num_val": 64})
+  from nas_jax.train import child_search_run  # noqa: PLC0415
+  summary = child_search_run.run(config, str(tmp_path))
+  assert summary["algorithm"] == "pnas"
+  assert summary["children_evaluated"] == 16
+  history = [json.loads(l) for l in
+             (tmp_path / "history.jsonl").read_text().splitlines()]
+  first = sorted(h["arch"] for h in history[:8])
+  assert all(a.endswith(">identity") for a in first) and len(set(first)) == 8
