@@ -151,6 +151,22 @@ class Dict(Rule):
     return None if ok else ""
 
 
+@dataclasses.dataclass(frozen=True)
+class IntTuple(Rule):
+  """A sequence of integers >= ``lo`` (a tuple in configs)."""
+
+  lo: int = 0
+
+  def allowed(self) -> str:
+    return f"a sequence of integers >= {self.lo}"
+
+  def problem(self, value):
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+      return f" (a {type(value).__name__})"
+    ok = all(_is_int(v) and v >= self.lo for v in value)
+    return None if ok else ""
+
+
 Schema = Mapping[str, Rule]
 
 
@@ -316,6 +332,37 @@ def algorithm_rules() -> dict[str, Rule]:
                           "decision"),
       "ppo.normalize_advantages": Bool(doc="standardise a round's "
                                        "advantages"),
+      "q_learning.batch_size": Int(1, 1 << 20, doc="episodes per round"),
+      "q_learning.learning_rate": Float(gt=0, le=1, doc="alpha of the "
+                                        "Q update (Block-QNN: 0.01)"),
+      "q_learning.discount": Float(ge=0, le=1, doc="gamma"),
+      "q_learning.q_init": Float(doc="initial Q value"),
+      "q_learning.reward_shaping": Choice(("uniform", "final"),
+                                          doc="r/T at every step (Block-QNN) "
+                                          "or the reward at the last step"),
+      "q_learning.epsilon_start": Float(ge=0, le=1, doc="exploration at "
+                                        "first"),
+      "q_learning.epsilon_end": Float(ge=0, le=1, doc="exploration at "
+                                      "the end of the decay"),
+      "q_learning.explore_episodes": Int(0, 1 << 30, doc="episodes at "
+                                         "epsilon_start"),
+      "q_learning.decay_episodes": Int(0, 1 << 30, doc="episodes of the "
+                                       "linear decay"),
+      "q_learning.replay_size": Int(1, 1 << 24, doc="replay memory"),
+      "q_learning.replay_samples": Int(0, 1 << 24, doc="replayed "
+                                       "episodes per update"),
+      "pnas.beam_size": Int(1, 1 << 20, doc="K, cells kept per round"),
+      "pnas.block_order": IntTuple(optional=True, doc="the order "
+                                   "decisions are added in"),
+      "pnas.fill": Int(0, 1 << 20, doc="choice of an unset decision"),
+      "pnas.fit_steps": Int(1, 1 << 20, doc="surrogate Adam steps per "
+                            "round"),
+      "pnas.surrogate.kind": Choice(("lstm", "mlp"), doc="predictor"),
+      "pnas.surrogate.ensemble_size": Int(1, 1024, doc="predictors in the "
+                                          "ensemble (PNAS: 5)"),
+      "pnas.surrogate.hidden_size": Int(1, 65536, doc="LSTM units"),
+      "pnas.surrogate.hidden_sizes": IntTuple(lo=1, doc="MLP widths"),
+      "pnas.surrogate.learning_rate": Float(gt=0, doc="Adam step size"),
       "evolution.with_replacement": Bool(doc="tournament drawn with "
                                          "replacement (NB201's REA)"),
       "evolution.population_size": Int(1, 1 << 20, doc="members kept (P)"),

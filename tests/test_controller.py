@@ -11,7 +11,8 @@ from nas_jax.spaces import base, registry
 SMALL = {"nasbench201": {}, "enas_micro": {"num_nodes": 2},
          "enas_macro": {"num_layers": 4}, "enas_rnn": {"num_nodes": 4},
          "nasnet": {"num_blocks": 2}, "nasrl": {"num_layers": 3},
-         "seed003_small": {}, "seed003_large": {}, "nasrl_rnn": {"base": 2}}
+         "seed003_small": {}, "seed003_large": {}, "nasrl_rnn": {"base": 2},
+         "blockqnn": {"max_layers": 3}}
 
 
 def _sample(ctrl, params, n, seed=1):

@@ -35,6 +35,8 @@ CASES = [
      (2 * 2 * 13 * 13 * 2 * 3 * 3 * 13 * 13 * 2)**2),
     # 6 layers * 4 hyperparameters + 15 skip bits.
     ("nasrl", {}, 39, (4 * 4 * 4 * 3)**6 * 2**15),
+    # Block-QNN: per layer i, 11 type codes and two predecessors K < i.
+    ("blockqnn", {"max_layers": 3}, 9, 11**3 * (1 * 2 * 3)**2),
     # Seed 003: two consecutive ops of 8; three nodes picking input and op.
     ("seed003_small", {}, 2, 8 * 8),
     ("seed003_large", {}, 6, (1 * 8) * (2 * 8) * (3 * 8)),
@@ -75,7 +77,7 @@ def test_registry_names_cover_every_family():
   assert set(registry.names()) == {"nasbench201", "enas_micro", "enas_macro",
                                    "enas_rnn", "nasnet", "nasrl",
                                    "seed003_small", "seed003_large",
-                                   "nasrl_rnn"}
+                                   "nasrl_rnn", "blockqnn"}
   assert {c[0] for c in CASES} == set(registry.names())
 
 

@@ -83,6 +83,8 @@ def _bad_values(rule: cc.Rule, rng: random.Random) -> list:
     return [3, None, ["a"]]
   if isinstance(rule, cc.Dict):
     return ["a", 3, [1]]
+  if isinstance(rule, cc.IntTuple):
+    return ["a", 3, (rule.lo - 1,), (1.5,)] + ([] if rule.optional else [None])
   raise AssertionError(rule)
 
 

@@ -10,7 +10,10 @@ benchmark ``benchmarks/nasbench201.py`` runs, one source of truth):
   replacement), ``reinforce_paper`` (factorised softmax policy, Adam 0.001,
   bias-corrected EMA 0.9 updated before the advantage);
 * ours: ``rea`` (distinct contestants), ``reinforce`` and ``ppo`` (LSTM
-  controller, tuned on validation only by ``benchmarks/tune_nasbench201.py``).
+  controller, tuned on validation only by ``benchmarks/tune_nasbench201.py``),
+  ``q_learning`` (Block-QNN's tabular Q-learning, epsilon-greedy with
+  replay), ``pnas`` (PNAS: progressive over the edges, LSTM-ensemble
+  predictor).
 
 Reward = ``valid_acc_12ep`` / 100; each evaluation is charged 12 epochs of
 training time against a 12,000 s budget; the returned cell is reported by its
@@ -24,7 +27,8 @@ from nas_jax.algorithms import presets
 
 VARIANTS = {"random": "nb201_random", "rea_paper": "nb201_rea_paper",
             "reinforce_paper": "nb201_reinforce_paper", "rea": "nb201_rea",
-            "reinforce": "nb201_reinforce", "ppo": "nb201_ppo"}
+            "reinforce": "nb201_reinforce", "ppo": "nb201_ppo",
+            "q_learning": "nb201_q_learning", "pnas": "nb201_pnas"}
 
 
 def get_config(variant: str = "reinforce") -> ml_collections.ConfigDict:
@@ -49,7 +53,9 @@ def get_config(variant: str = "reinforce") -> ml_collections.ConfigDict:
   # --config.ppo.learning_rate=... works whatever the variant); the chosen
   # preset then sets ``algorithm``, ``controller`` and its own section.
   for section, name in (("random", "nb201_random"), ("evolution", "nb201_rea"),
-                        ("reinforce", "nb201_reinforce"), ("ppo", "nb201_ppo")):
+                        ("reinforce", "nb201_reinforce"), ("ppo", "nb201_ppo"),
+                        ("q_learning", "nb201_q_learning"),
+                        ("pnas", "nb201_pnas")):
     c[section] = dict(presets.get(name).options)
   preset = presets.get(VARIANTS[variant])
   c.algorithm = preset.algorithm

@@ -12,7 +12,8 @@ Needs no download: the 1,797 8x8 digits ship inside scikit-learn.
 
 import ml_collections
 
-VARIANTS = ("ppo", "reinforce", "random", "evolution", "large")
+VARIANTS = ("ppo", "reinforce", "random", "evolution", "large", "q_learning",
+            "pnas")
 
 
 def get_config(variant: str = "ppo") -> ml_collections.ConfigDict:
@@ -42,4 +43,10 @@ def get_config(variant: str = "ppo") -> ml_collections.ConfigDict:
   c.reinforce = dict(batch_size=4, learning_rate=0.01, baseline_decay=0.9)
   c.evolution = dict(population_size=8, sample_size=3, batch_size=4)
   c.random = dict(batch_size=4)
+  # Block-QNN's agent and PNAS (K = 8: the 8 one-op cells, the second op
+  # "identity" until it is chosen, then the 8 most promising two-op cells).
+  c.q_learning = dict(batch_size=4, learning_rate=0.5, explore_episodes=16,
+                      decay_episodes=24, replay_samples=20)
+  c.pnas = dict(beam_size=8, fill=7, fit_steps=50,
+                surrogate=dict(kind="mlp", ensemble_size=5))
   return c

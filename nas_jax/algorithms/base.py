@@ -68,7 +68,7 @@ def state_scalars(state) -> dict[str, float]:
   """The scalars worth logging from an algorithm state (baseline, loss,
   entropy, updates), averaged if the state is batched over seeds."""
   out = {}
-  for name in ("baseline", "loss", "entropy", "num_updates"):
+  for name in ("baseline", "loss", "entropy", "num_updates", "epsilon"):
     if hasattr(state, name):
       out[name] = float(jax.numpy.mean(getattr(state, name)))
   return out

@@ -31,7 +31,7 @@ from nas_jax.algorithms import base
 
 
 class Preset(NamedTuple):
-  algorithm: str     # "random", "rea", "reinforce" or "ppo"
+  algorithm: str     # random, rea, reinforce, ppo, q_learning or pnas
   controller: dict   # ``controllers.make_controller`` kwargs (policy, ...)
   options: dict      # the algorithm's kwargs
   kind: str          # "paper" or "ours"
@@ -90,6 +90,34 @@ PRESETS: dict[str, Preset] = {
              learning_rate=0.01, baseline_decay=0.9, entropy_weight=1e-3,
              ratio="architecture", normalize_advantages=True), "ours",
         _TUNED),
+    "nb201_q_learning": Preset(
+        "q_learning", {},
+        dict(batch_size=1, learning_rate=0.5, discount=1.0, q_init=0.5,
+             reward_shaping="uniform", epsilon_start=1.0, epsilon_end=0.1,
+             explore_episodes=25, decay_episodes=50, replay_size=1000,
+             replay_samples=100), "ours",
+        "Block-QNN (Zhong et al. 2018, Sec. 3.3) / MetaQNN (Baker et al. "
+        "2017): gamma 1, Q initialised to 0.5, r_t = r / T, replay of 100 "
+        "stored episodes per update, epsilon 1.0 -> 0.1, the schedule "
+        "shortened to NB201's ~100 evaluations per run; alpha 0.5 (the "
+        "papers' 0.01 learns little in 100 episodes) chosen from "
+        "{0.01, 0.1, 0.5} x 2 schedules x q_init {0, 0.5} on valid_acc_200ep, "
+        "200 runs of seed 1 (benchmarks/README.md, 'Q-learning and PNAS')"),
+    "nb201_pnas": Preset(
+        "pnas", {},
+        dict(beam_size=20, block_order=(0, 1, 2, 3, 4, 5), fill=1,
+             fit_steps=50,
+             surrogate=dict(kind="lstm", ensemble_size=5, hidden_size=16,
+                            hidden_sizes=(64,), learning_rate=0.01)),
+        "ours",
+        "PNAS (Liu et al. 2018, Algorithm 1; seed 002): an ensemble of 5 "
+        "LSTM predictors with a sigmoid output, each trained on 4/5 of the "
+        "data with an L1 loss and Adam 0.01, fine-tuned after every round; "
+        "blocks = the 6 edges, beam K = 20 (5 rounds of 20 fill NB201's "
+        "~100 evaluations), unset edges evaluated as skip_connect; hidden "
+        "size 16 and 50 steps per round to fit a CPU (the paper: 100 "
+        "units); fill and order chosen on valid_acc_200ep, seed 1 "
+        "(benchmarks/README.md, 'Q-learning and PNAS')"),
 }
 
 
@@ -104,7 +132,8 @@ def get(name: str) -> Preset:
 
 
 _OPTIONS_FIELD = {"random": "random", "rea": "evolution",
-                  "reinforce": "reinforce", "ppo": "ppo"}
+                  "reinforce": "reinforce", "ppo": "ppo",
+                  "q_learning": "q_learning", "pnas": "pnas"}
 
 
 def options_field(name: str) -> str:

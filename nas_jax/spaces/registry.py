@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from nas_jax.spaces import base, enas, nasbench201, nasnet, nasrl, seed003
+from nas_jax.spaces import (base, blockqnn, enas, nasbench201, nasnet, nasrl,
+                            seed003)
 from nas_jax.spaces import nasrl_rnn
 
 _BUILTIN: dict[str, Callable[..., base.SearchSpace]] = {
@@ -38,6 +39,7 @@ _BUILTIN: dict[str, Callable[..., base.SearchSpace]] = {
     "nasrl_rnn": nasrl_rnn.space,
     "seed003_small": seed003.small_space,
     "seed003_large": seed003.large_space,
+    "blockqnn": blockqnn.space,
 }
 _FACTORIES: dict[str, Callable[..., base.SearchSpace]] = dict(_BUILTIN)
 

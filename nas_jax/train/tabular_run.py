@@ -38,7 +38,8 @@ from nas_jax.train import preemption
 from nas_jax.train import search as search_lib
 from nas_jax.train import workdir as workdir_lib
 
-ALGORITHMS = ("random", "evolution", "rea", "reinforce", "ppo")
+ALGORITHMS = ("random", "evolution", "rea", "reinforce", "ppo", "q_learning",
+              "pnas")
 REWARD_COLUMNS = ("valid_acc_12ep", "valid_acc_200ep", "test_acc_200ep")
 
 SCHEMA: dict[str, cc.Rule] = {
@@ -116,8 +117,12 @@ def build_algorithm(config: ml_collections.ConfigDict,
     ctrl = make_controller(space, **config.controller)
     factory = algorithms.reinforce if name == "reinforce" else algorithms.ppo
     return guard(factory(ctrl, **config[name]))
+  if name == "q_learning":
+    return guard(algorithms.q_learning(space, **config.q_learning))
+  if name == "pnas":
+    return guard(algorithms.pnas(space, **config.pnas))
   raise ValueError(f"unknown algorithm {name!r}; known: random, evolution "
-                   "(rea), reinforce, ppo")
+                   "(rea), reinforce, ppo, q_learning, pnas")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:

@@ -1,0 +1,152 @@
+"""Costs of architectures and the cost-aware rewards that mix them in.
+
+* NAS-Bench-201 cells: parameter count and FLOPs of the network the
+  benchmark trains (Dong & Yang, ICLR 2020, Sec. 2.1 and Fig. 1): a 3x3 stem
+  conv to C = 16 channels, three stages of N = 5 cells at C, 2C, 4C on 32x32,
+  16x16 and 8x8 maps, a residual block (ReLU-conv3x3/2-BN, ReLU-conv3x3-BN,
+  shortcut avg-pool + 1x1 conv) between stages, BN-ReLU, global pooling and a
+  linear classifier. A cell's ``nor_conv_kxk`` edge is ReLU-conv(C, C, k)-BN
+  (``k*k*C*C + 2C`` parameters); pooling, skip and none have none. FLOPs are
+  multiply-accumulates of the convolutions and the classifier (BN, ReLU,
+  pooling and sums not counted), as NAS-Bench-201 reports them: 7.78 M for
+  a cell without convolutions, 220.12 M for all six edges 3x3.
+* Connection density of a cell (Block-QNN, Zhong et al. CVPR 2018, Sec. 3.4:
+  edges over nodes of the block's graph).
+* Rewards: Block-QNN's ``accuracy - mu log(FLOPs) - rho log(density)``
+  (seed 000: ``mu = rho = 1/2``) and TuNAS's absolute-value reward
+  ``accuracy + beta |cost / target - 1|`` (Bender et al., CVPR 2020, Sec.
+  3.3; beta < 0).
+
+All functions are jittable and broadcast over leading axes of ``archs``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nas_jax.spaces import nasbench201
+
+# The conv kernel size of each op (0: the op has no parameters nor FLOPs).
+_NB201_KERNEL = {"none": 0, "skip_connect": 0, "nor_conv_1x1": 1,
+                 "nor_conv_3x3": 3, "avg_pool_3x3": 0}
+
+
+def _check_nb201(channels: int, cells_per_stage: int, num_classes: int,
+                 image_size: int):
+  for name, v in (("channels", channels), ("cells_per_stage",
+                                           cells_per_stage),
+                  ("num_classes", num_classes), ("image_size", image_size)):
+    if not isinstance(v, (int, np.integer)) or v < 1:
+      raise ValueError(f"costs.nasbench201: {name} must be an integer >= 1, "
+                       f"got {v!r}")
+  if image_size % 4:
+    raise ValueError(f"costs.nasbench201: image_size must be a multiple of "
+                     f"4 (two stride-2 reductions), got {image_size}")
+
+
+def _nb201_tables(channels, cells_per_stage, num_classes, image_size):
+  """(fixed params, fixed FLOPs, per-op params f[5], per-op FLOPs f[5])."""
+  C, hw = channels, image_size * image_size
+  params = 9 * 3 * C + 2 * C   # stem conv + BN
+  flops = 9 * 3 * C * hw
+  for c_in, hw_out in ((C, hw // 4), (2 * C, hw // 16)):  # residual blocks
+    c_out = 2 * c_in
+    params += (9 * c_in * c_out + 2 * c_out) + (9 * c_out * c_out + 2 * c_out)
+    params += c_in * c_out  # shortcut 1x1 conv (no BN)
+    flops += (9 * c_in * c_out + 9 * c_out * c_out + c_in * c_out) * hw_out
+  params += 2 * 4 * C + 4 * C * num_classes + num_classes  # BN, classifier
+  flops += 4 * C * num_classes
+  op_params = np.zeros(len(nasbench201.OPS))
+  op_flops = np.zeros(len(nasbench201.OPS))
+  for i, op in enumerate(nasbench201.OPS):
+    k = _NB201_KERNEL[op]
+    if not k:
+      continue
+    for c, s_hw in ((C, hw), (2 * C, hw // 4), (4 * C, hw // 16)):
+      op_params[i] += cells_per_stage * (k * k * c * c + 2 * c)
+      op_flops[i] += cells_per_stage * k * k * c * c * s_hw
+  return params, flops, op_params, op_flops
+
+
+def nasbench201_params(archs, *, channels: int = 16, cells_per_stage: int = 5,
+                       num_classes: int = 10,
+                       image_size: int = 32) -> jax.Array:
+  """Parameters of the NAS-Bench-201 network of cells ``archs [..., 6]``."""
+  _check_nb201(channels, cells_per_stage, num_classes, image_size)
+  fixed, _, per_op, _ = _nb201_tables(channels, cells_per_stage, num_classes,
+                                      image_size)
+  return fixed + jnp.sum(jnp.asarray(per_op, jnp.float32)[archs], axis=-1)
+
+
+def nasbench201_flops(archs, *, channels: int = 16, cells_per_stage: int = 5,
+                      num_classes: int = 10,
+                      image_size: int = 32) -> jax.Array:
+  """Multiply-accumulates of one forward pass of one image."""
+  _check_nb201(channels, cells_per_stage, num_classes, image_size)
+  _, fixed, _, per_op = _nb201_tables(channels, cells_per_stage, num_classes,
+                                      image_size)
+  return fixed + jnp.sum(jnp.asarray(per_op, jnp.float32)[archs], axis=-1)
+
+
+def nasbench201_density(archs) -> jax.Array:
+  """Edges that carry an op (not ``none``) over the cell's 4 nodes; a cell
+  with no edge counts as 1 edge, so ``log(density)`` stays finite."""
+  edges = jnp.sum(jnp.asarray(archs) != nasbench201.OPS.index("none"),
+                  axis=-1)
+  return jnp.maximum(edges, 1) / 4.0
+
+
+def blockqnn_reward(accuracy, flops, density, *, mu: float = 0.5,
+                    rho: float = 0.5) -> jax.Array:
+  """Block-QNN's shaped reward ``accuracy - mu log(flops) - rho
+  log(density)`` (seed 000: mu = rho = 1/2). ``flops`` in the unit the
+  caller chooses (e.g. relative to a reference network): a change of unit
+  shifts every reward by the same constant."""
+  return (jnp.asarray(accuracy) - mu * jnp.log(flops)
+          - rho * jnp.log(density))
+
+
+def tunas_reward(accuracy, cost, *, target: float,
+                 beta: float = -0.07) -> jax.Array:
+  """TuNAS's absolute-value reward ``accuracy + beta |cost / target - 1|``.
+
+  Args:
+    cost: e.g. ``nasbench201_params(archs)``.
+    target: the cost aimed at, > 0.
+    beta: <= 0, how much a relative miss of the target costs (TuNAS: -0.07
+      for latency).
+  """
+  # Traced values (vmapped over targets) have nothing to check here.
+  if not isinstance(target, jax.core.Tracer) and not target > 0:
+    raise ValueError(f"cost target must be > 0 (the cost aimed at, e.g. a "
+                     f"parameter count), got {target}")
+  if not isinstance(beta, jax.core.Tracer) and beta > 0:
+    raise ValueError(f"beta must be <= 0 (a penalty for missing the cost "
+                     f"target; TuNAS uses -0.07), got {beta}")
+  return jnp.asarray(accuracy) + beta * jnp.abs(
+      jnp.asarray(cost, jnp.float32) / target - 1.0)
+
+
+def nasbench201_cost_aware(evaluator, *, target_params: float,
+                           beta: float = -0.07):
+  """A NAS-Bench-201 table evaluator whose reward is TuNAS's
+  ``reward + beta |params / target_params - 1|`` (the cost the search is
+  charged is unchanged); the parameter count of every cell is reported as
+  the extra column ``"params"``. A search over it is TuNAS-style cost-aware
+  search with a parameter-count target."""
+  from nas_jax.evaluators import tabular  # noqa: PLC0415 (keeps costs light)
+  space = evaluator.space
+  if space.num_decisions != len(nasbench201.EDGES):
+    raise ValueError(f"nasbench201_cost_aware needs a NAS-Bench-201 "
+                     f"evaluator, got space {space.name!r}")
+  n = space.num_architectures
+  archs = np.stack([space.from_index(i) for i in range(n)])  # index order
+  params = np.asarray(nasbench201_params(jnp.asarray(archs)))
+  reward = tunas_reward(evaluator.reward, params, target=target_params,
+                        beta=beta)
+  extra = {k: np.asarray(v) for k, v in evaluator.extra.items()}
+  extra["params"] = params
+  return tabular.TabularEvaluator(space, np.asarray(reward),
+                                  np.asarray(evaluator.cost), extra)
