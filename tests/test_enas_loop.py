@@ -350,7 +350,7 @@ def test_bad_architecture_strings_name_the_decision_and_fix():
                      r"of range.*Pass the 'text' line of a best.json"):
     retrain.check_config(_retrain_config("0,1,7,2,1,0,4,0"))
   with pytest.raises(spaces_base.InvalidArchitectureError,
-                     match=r"expects an int vector of length 8"):
+                     match=r"has 3 comma-separated values; expected 8"):
     retrain.check_config(_retrain_config("0,1,2"))
   with pytest.raises(spaces_base.InvalidArchitectureError,
                      match=r"cannot parse"):
@@ -370,5 +370,5 @@ def test_bad_arch_through_the_binary_exits_2_and_keeps_files(env, tmp_path):
             "--config.arch=1,2,3"], workdir), cwd=ROOT, env=env,
       capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2
-  assert "expects an int vector of length 8" in proc.stderr
+  assert "expected 8 comma-separated integers" in proc.stderr
   assert sorted(p.name for p in workdir.iterdir()) == ["notes.txt"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -185,8 +186,8 @@ def test_mistakes_are_one_line_and_leave_nothing(case, errors):
 def test_config_fields_lists_values_ranges_and_meanings():
   r = run([DIGITS, "--config_fields"], timeout=60)
   assert r.returncode == 0, r
-  assert ("ppo.learning_rate         = 0.01  (a finite number > 0; "
-          "controller Adam learning rate)") in r.stdout
+  assert re.search(r"^ppo\.learning_rate +\= 0\.01  \(a finite number > 0; "
+                   r"controller Adam learning rate\)$", r.stdout, re.M), r.stdout
   assert "network.channels" in r.stdout and "data.num_val" in r.stdout
 
 
