@@ -282,3 +282,25 @@ def test_corrupt_data_is_a_one_line_error(tmp_path):
   # Before: the clear text, but as an uncaught traceback with status 1.
   _assert_one_line_error(r, str(bad), "corrupt")
   assert not (tmp_path / "run" / ".lock").exists()
+
+
+def test_eta_after_round_two_is_within_half_of_the_true_time(tmp_path):
+  """The README main job, made smaller (10 rounds, 2 epochs, 8 channels):
+  the ETA logged after round 2 is within 50 % of the time the run then took
+  (plus the display's 0.5 s rounding). Run alone, so other runs of this
+  module do not speed it up half-way."""
+  args = [DIGITS, "--config.num_rounds=10", "--config.child.epochs=2",
+          "--config.network.channels=8", "--config.data.max_train=600",
+          f"--config.data.num_val={NUM_VAL}", f"--workdir={tmp_path / 'eta'}"]
+  r = run(args)
+  assert r.returncode == 0, r
+  marks = {}
+  for t, line in r.lines:
+    m = re.search(r"round (\d+)/10 \|.*\| ETA (\d+)m(\d+)s$", line)
+    if m:
+      marks[int(m[1])] = (t, int(m[2]) * 60 + int(m[3]))
+  assert sorted(marks) == list(range(2, 11)), r.stderr[-2000:]
+  t_end = marks[10][0]
+  t2, eta2 = marks[2]
+  true_left = t_end - t2
+  assert abs(eta2 - true_left) <= 0.5 * true_left + 0.5, (eta2, true_left)

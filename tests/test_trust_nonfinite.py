@@ -172,6 +172,53 @@ def test_eta_uses_steady_rounds_only(caplog):
   assert lines[2].endswith("ETA 0m30s"), lines[2]
 
 
+class _CachingEvaluator:
+  """Trains (on a fake clock) only children it has not seen: 10 s each."""
+
+  def __init__(self, clock, reward):
+    self.clock, self.reward, self.cache = clock, reward, {}
+    self.trained = []  # new children per call
+
+  def __call__(self, archs):
+    new = {a.tobytes() for a in archs} - self.cache.keys()
+    self.cache.update(dict.fromkeys(new, self.reward))
+    self.clock.t += 10.0 * len(new) + (100.0 if not self.trained else 0.0)
+    self.trained.append(len(new))
+    n = len(archs)
+    return Evaluation(jnp.full((n,), self.reward, jnp.float32),
+                      jnp.zeros((n,), jnp.float32))
+
+
+@pytest.mark.parametrize("name", ["reinforce", "evolution"])
+def test_eta_counts_the_children_still_to_train(caplog, name):
+  """With a reward cache, later rounds re-propose trained children and cost
+  less. The ETA replays the search ahead with the rewards known so far; with
+  a constant reward that replay is exact, so after round 2 the ETA is the
+  true remaining time: 10 s per child still to train plus 1 s per round."""
+  clock = _Clock()
+  evaluate = _CachingEvaluator(clock, 0.5)
+
+  def on_round(r, state, ev):
+    clock.t += 1.0  # the controller update, history, checkpoint
+
+  rounds = 12
+  with caplog.at_level(logging.INFO):
+    host_search.run(ALGOS[name], evaluate, jax.random.key(3),
+                    num_rounds=rounds, clock=clock, heartbeat_seconds=0,
+                    on_round=on_round)
+  lines = [r.getMessage() for r in caplog.records
+           if r.getMessage().startswith("round ") and "|" in r.getMessage()]
+  later = evaluate.trained[2:]
+  assert sum(later) < 4 * (rounds - 2)  # some children were re-proposed
+  true_left = 10.0 * sum(later) + 1.0 * (rounds - 2)
+  eta = re.search(r"ETA (\d+)m(\d+)s$", lines[1])
+  assert eta, lines[1]
+  assert int(eta[1]) * 60 + int(eta[2]) == true_left, (lines[1], later)
+  # The mean round so far times the rounds left is another figure.
+  per = float(re.search(r"([\d.]+)s/round", lines[1])[1])
+  assert abs(per * (rounds - 2) - true_left) >= 10.0, (per, true_left)
+
+
 def test_table_with_impossible_values_is_refused_on_load(tmp_path):
   # One load (parsing 15,625 rows is the cost); the first bad column in
   # file order is named: NaN test accuracy, a negative cost and an accuracy
