@@ -167,6 +167,21 @@ class IntTuple(Rule):
     return None if ok else ""
 
 
+@dataclasses.dataclass(frozen=True)
+class FloatTuple(Rule):
+  """A sequence of finite numbers (a tuple in configs)."""
+
+  def allowed(self) -> str:
+    return "a sequence of finite numbers"
+
+  def problem(self, value):
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+      return f" (a {type(value).__name__})"
+    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool)
+             and math.isfinite(v) for v in value)
+    return None if ok else ""
+
+
 Schema = Mapping[str, Rule]
 
 
@@ -297,6 +312,66 @@ def controller_rules(prefix: str = "controller") -> dict[str, Rule]:
       p + "policy": Choice(("lstm", "factorized"),
                            doc="autoregressive LSTM or per-decision "
                            "independent softmax (NB201's REINFORCE)"),
+      # ENAS (Pham et al. 2018) and its authors' code; see lstm_policy.py.
+      p + "op_tanh_reduce": Float(gt=0, doc="op logits' tanh constant is "
+                                  "divided by it (ENAS micro: 2.5)"),
+      p + "op_bias_init": FloatTuple(optional=True, doc="initial learned "
+                                     "bias per op"),
+      p + "op_bias_fixed": FloatTuple(optional=True, doc="fixed bias per op "
+                                      "added to the op logits"),
+      p + "op_bias_fixed_prefix": Str(doc="decisions whose name starts with "
+                                      "it get op_bias_fixed ('': all)"),
+      p + "enas_anchors": Bool(doc="the authors' anchor states"),
+      p + "node_anchor_step": Bool(doc="an extra LSTM step per node "
+                                   "(the authors' micro controller)"),
+      p + "enas_skips": Bool(doc="ENAS macro skip attention with the "
+                             "skip-rate KL penalty"),
+      p + "skip_target": Float(gt=0, lt=1, doc="target skip probability "
+                               "(ENAS macro: 0.4)"),
+      p + "skip_weight": Float(ge=0, doc="weight of the skip-rate KL "
+                               "(ENAS macro: 0.8)"),
+      p + "pointer_distance_penalty": Float(ge=0, doc="pointer logits minus "
+                                            "it times the distance (PTB)"),
+      p + "pointer_input_rescale": Bool(doc="rescale the pointer's input "
+                                        "(the authors' PTB controller)"),
+  }
+
+
+def image_data_rules() -> dict[str, Rule]:
+  """The image ``data`` block (nas_jax/data/datasets.py)."""
+  return {
+      "data.name": Choice(("digits", "mnist", "fashion_mnist", "cifar10"),
+                          doc="data set"),
+      "data.data_dir": Str(doc="data folder ('': $NAS_JAX_DATA_DIR or "
+                           "../shared/data)"),
+      "data.num_val": Int(1, 10**7, doc="validation images (the reward)"),
+      "data.max_train": Int(0, 10**8, doc="training images (0: all)"),
+      "data.split_seed": Int(0, _INT_MAX, doc="seed of the val split"),
+      "data.augment": Choice(("", "cifar"), doc="training augmentation"),
+      "data.cutout": Int(0, 1024, doc="cutout size with cifar augmentation"),
+  }
+
+
+def ptb_rules() -> dict[str, Rule]:
+  """The ``data`` and ``model`` blocks of the Penn Treebank runs
+  (nas_jax/data/ptb.py, nas_jax/children/lm.py)."""
+  keep = "keep probability of the dropout"
+  return {
+      "data.name": Choice(("ptb", "synthetic"), doc="Penn Treebank or a "
+                          "synthetic stream"),
+      "data.data_dir": Str(doc="data folder ('': $NAS_JAX_DATA_DIR or "
+                           "../shared/data)"),
+      "data.vocab_size": Int(2, 10**7, doc="synthetic vocabulary"),
+      "data.num_tokens": Int(1, 10**9, doc="synthetic tokens"),
+      "data.seed": Int(0, _INT_MAX, doc="seed of the synthetic stream"),
+      "model.hidden_size": Int(1, 65536, doc="embedding and cell width"),
+      "model.embed_keep": Float(gt=0, le=1, doc=keep + " on embeddings"),
+      "model.input_keep": Float(gt=0, le=1, doc=keep + " on cell inputs"),
+      "model.hidden_keep": Float(gt=0, le=1, doc=keep + " on the "
+                                 "recurrent state"),
+      "model.output_keep": Float(gt=0, le=1, doc=keep + " on outputs"),
+      "model.max_hidden_norm": Float(ge=0, doc="clip of the hidden state's "
+                                     "norm (0: none)"),
   }
 
 
@@ -316,6 +391,9 @@ def algorithm_rules() -> dict[str, Rule]:
                                   doc="architectures per update (m)"),
       "reinforce.learning_rate": lr, "reinforce.baseline_decay": decay,
       "reinforce.entropy_weight": ent, "reinforce.max_grad_norm": clip,
+      "reinforce.entropy_in_reward": Bool(doc="add the entropy bonus to "
+                                          "the reward (ENAS) instead of "
+                                          "the loss"),
       "ppo.batch_size": Int(1, 1 << 20, doc="architectures per round (m)"),
       "ppo.minibatch_size": Int(1, 1 << 20, optional=True,
                                 doc="architectures per SGD step; divides "

@@ -309,19 +309,22 @@ def test_impossible_size_names_the_field_and_fix():
 
 
 def test_bad_config_values_name_the_dotted_field():
-  with pytest.raises(ValueError, match=r"^shared.lr_max must be > 0, got -1"):
+  with pytest.raises(ValueError, match=r"^shared.lr_max must be a finite "
+                     r"number > 0, got -1"):
     enas_run.check_config(_micro_config(**{"shared.lr_max": -1.0}))
-  with pytest.raises(ValueError, match=r"^controller_steps must be an int"):
+  with pytest.raises(ValueError, match=r"^controller_steps must be an integer "
+                     r"in 0\.\.1000000, got -2"):
     enas_run.check_config(_micro_config(controller_steps=-2))
   with pytest.raises(ValueError, match=r"^parallel must be one of"):
     enas_run.check_config(_micro_config(parallel="model"))
-  with pytest.raises(ValueError, match=r"^reinforce.learning_rate must be > 0"
-                     r", got -1"):
+  with pytest.raises(ValueError, match=r"^reinforce.learning_rate must be a "
+                     r"finite number > 0, got -1"):
     enas_run.check_config(_micro_config(**{"reinforce.learning_rate": -1.0}))
   with pytest.raises(ValueError, match=r"^reinforce.baseline_decay must be "
-                     r"in \[0, 1\)"):
+                     r"a finite number >= 0 and < 1, got 1.0"):
     enas_run.check_config(_micro_config(**{"reinforce.baseline_decay": 1.0}))
-  with pytest.raises(ValueError, match=r"^controller.op_tanh_reduce must be"):
+  with pytest.raises(ValueError, match=r"^controller.op_tanh_reduce must be a "
+                     r"finite number > 0, got 0.0"):
     enas_run.check_config(_micro_config(**{"controller.op_tanh_reduce": 0.0}))
 
 

@@ -140,16 +140,16 @@ def test_vocabulary_mismatch_between_checkpoint_and_data_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("field, value, match", [
-    ("num_epochs", 0, "num_epochs must be a positive int, got 0"),
-    ("shared.bptt", -1, "shared.bptt must be a positive int"),
-    ("shared.learning_rate", -1.0, "shared.learning_rate must be > 0"),
-    ("model.input_keep", 1.5, "model.input_keep must be a keep probability"),
-    ("data.name", "wiki", "data.name must be 'ptb' or 'synthetic'"),
+    ("num_epochs", 0, "num_epochs must be an integer in 1..1000000, got 0"),
+    ("shared.bptt", -1, "shared.bptt must be an integer in 1..1000000, got -1"),
+    ("shared.learning_rate", -1.0, "shared.learning_rate must be a finite number > 0, got -1.0"),
+    ("model.input_keep", 1.5, r"model.input_keep must be a finite number > 0 and <= 1, got 1.5"),
+    ("data.name", "wiki", "data.name must be one of 'ptb', 'synthetic', got 'wiki'"),
     ("fixed_arch", "tanh;0:relu", "fixed_arch: .*expected 4"),
     ("space_kwargs", {"num_nodes": 0}, "space_kwargs: num_nodes must be"),
-    ("model.max_hidden_norm", -1.0, "model.max_hidden_norm must be >= 0"),
-    ("retrain.grad_clip", -0.1, "retrain.grad_clip must be >= 0"),
-    ("algorithm", "ppo", "algorithm must be one of reinforce, random"),
+    ("model.max_hidden_norm", -1.0, "model.max_hidden_norm must be a finite number >= 0, got -1.0"),
+    ("retrain.grad_clip", -0.1, "retrain.grad_clip must be a finite number >= 0, got -0.1"),
+    ("algorithm", "ppo", "algorithm must be one of 'reinforce', 'random', got 'ppo'"),
 ])
 def test_config_errors_name_the_field(field, value, match):
   with pytest.raises(ValueError, match=match):

@@ -58,10 +58,10 @@ def test_resume_on_other_data_is_refused(tmp_path):
 
 @pytest.mark.parametrize("field, value, match", [
     ("space_kwargs", {"base": 3}, "space_kwargs: base must be one of"),
-    ("child.steps", 0, "child.steps must be a positive int"),
-    ("child.reward_power", 0.0, "child.reward_power must be > 0"),
+    ("child.steps", 0, "child.steps must be an integer in 1..1000000000, got 0"),
+    ("child.reward_power", 0.0, "child.reward_power must be a finite number > 0, got 0.0"),
     ("algorithm", "dqn", "algorithm must be one of"),
-    ("model.hidden_keep", 0.0, "model.hidden_keep must be a keep"),
+    ("model.hidden_keep", 0.0, "model.hidden_keep must be a finite number > 0 and <= 1, got 0.0"),
 ])
 def test_config_errors_name_the_field(field, value, match):
   with pytest.raises(ValueError, match=match):

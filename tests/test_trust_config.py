@@ -14,12 +14,18 @@ import ml_collections
 import pytest
 
 from nas_jax import config_check as cc
-from nas_jax.train import child_search_run, tabular_run
+from nas_jax.train import child_search_run, enas_ptb_run, enas_run
+from nas_jax.train import nasrl_ptb_run, retrain, tabular_run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = {
     "nasbench201.py": tabular_run,
     "seed003_digits.py": child_search_run,
+    "enas_micro.py": enas_run,
+    "enas_macro.py": enas_run,
+    "enas_retrain.py": retrain,
+    "enas_ptb.py": enas_ptb_run,
+    "nasrl_ptb.py": nasrl_ptb_run,
 }
 CASES_PER_CONFIG = 240
 
@@ -52,7 +58,8 @@ def test_every_field_has_a_rule_and_the_defaults_pass(spec, config, module):
   for name in cc.flatten(config):
     if not name.startswith("space_kwargs."):
       assert name in listing
-  assert "controller Adam learning rate" in listing
+  if "controller" in config:
+    assert "controller Adam learning rate" in listing
 
 
 def _bad_values(rule: cc.Rule, rng: random.Random) -> list:
@@ -78,11 +85,14 @@ def _bad_values(rule: cc.Rule, rng: random.Random) -> list:
   if isinstance(rule, cc.Choice):
     return ["no_such_" + str(rng.randint(0, 99)), 3, True] + wrong_type
   if isinstance(rule, cc.Bool):
-    return ["True", 1, None]
+    return ["True", 1] + ([] if rule.optional else [None])
   if isinstance(rule, cc.Str):
     return [3, None, ["a"]]
   if isinstance(rule, cc.Dict):
     return ["a", 3, [1]]
+  if isinstance(rule, cc.FloatTuple):
+    return ["a", 3, (float("nan"),), (True,)] + ([] if rule.optional
+                                                  else [None])
   if isinstance(rule, cc.IntTuple):
     return ["a", 3, (rule.lo - 1,), (1.5,)] + ([] if rule.optional else [None])
   raise AssertionError(rule)

@@ -35,6 +35,7 @@ import numpy as np
 from absl import logging
 
 from nas_jax import checkpoint as checkpoint_lib
+from nas_jax import config_check as cc
 from nas_jax import metrics as metrics_lib
 from nas_jax import viz
 from nas_jax.children import enas_rnn
@@ -105,29 +106,51 @@ def make_lm_task(space, model: lm.LanguageModel, corpus: ptb.Corpus, *,
                          per_epoch, val_batch, name=f"enas[{space.name}]")
 
 
+SCHEMA: dict[str, cc.Rule] = {
+    "run": cc.Choice(("enas_ptb",), doc="the run kind (this module)"),
+    "seed": cc.Int(0, 2**31 - 1, doc="seed of everything"),
+    "space": cc.Choice(("enas_rnn",), doc="the ENAS recurrent cell space"),
+    "space_kwargs": cc.Dict(doc="arguments of the space's factory"),
+    "algorithm": cc.Choice(("reinforce", "random"), doc="controller "
+                           "training, or the same loop without learning"),
+    "fixed_arch": cc.Str(doc="a cell to train instead of searching ('': "
+                         "search)"),
+    "num_epochs": cc.Int(1, 10**6, doc="epochs of the alternation"),
+    "controller_steps": cc.Int(0, 10**6, doc="controller updates per "
+                               "epoch"),
+    "val_batch_size": cc.Int(1, 10**6, doc="validation batch of a reward"),
+    "derive_samples": cc.Int(1, 10**6, doc="cells sampled to derive the "
+                             "best"),
+    "reward_constant": cc.Float(gt=0, doc="reward = c / valid perplexity "
+                                "(ENAS: 80)"),
+    "keep": cc.Int(2, 10**6, doc="checkpoints kept"),
+    **cc.ptb_rules(),
+    "shared.batch_size": cc.Int(1, 10**6, doc="shared-weight batch"),
+    "shared.bptt": cc.Int(1, 10**6, doc="truncated BPTT length"),
+    "shared.steps_per_epoch": cc.Int(0, 10**9, doc="shared steps per epoch "
+                                     "(0: a whole pass over the data)"),
+    "shared.variable_bptt": cc.Bool(doc="AWD-LSTM's random BPTT length"),
+    "shared.learning_rate": cc.Float(gt=0, doc="shared SGD learning rate"),
+    "shared.grad_clip": cc.Float(ge=0, doc="global norm clip (0: none)"),
+    "shared.weight_decay": cc.Float(ge=0, doc="L2 weight"),
+    "retrain.steps": cc.Int(1, 10**9, doc="steps of the derived cell's "
+                            "training from scratch"),
+    "retrain.batch_size": cc.Int(1, 10**6, doc="retraining batch"),
+    "retrain.eval_batch_size": cc.Int(1, 10**6, doc="evaluation batch"),
+    "retrain.eval_bptt": cc.Int(0, 10**6, doc="evaluation window (0: "
+                                "shared.bptt)"),
+    "retrain.learning_rate": cc.Float(gt=0, doc="retraining SGD rate"),
+    "retrain.grad_clip": cc.Float(ge=0, doc="global norm clip (0: none)"),
+    "retrain.weight_decay": cc.Float(ge=0, doc="L2 weight"),
+    **cc.controller_rules(),
+    **cc.algorithm_rules(),
+}
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Cheap checks (no data, no compilation, nothing written)."""
-  c = ptb_common
-  c.check_space_and_algorithm(config, "enas_rnn", ("reinforce", "random"))
-  for f in ("num_epochs", "derive_samples", "val_batch_size",
-            "shared.batch_size", "shared.bptt", "retrain.steps",
-            "retrain.batch_size", "retrain.eval_batch_size"):
-    c.check_positive_int(config, f)
-  c.check(isinstance(config.controller_steps, int)
-          and config.controller_steps >= 0, "controller_steps",
-          "an int >= 0", config.controller_steps)
-  c.check(isinstance(config.shared.steps_per_epoch, int)
-          and config.shared.steps_per_epoch >= 0, "shared.steps_per_epoch",
-          "an int >= 0 (0: a whole pass over the data)",
-          config.shared.steps_per_epoch)
-  for f in ("shared.learning_rate", "retrain.learning_rate",
-            "reward_constant"):
-    c.check_positive(config, f)
-  for f in ("shared.grad_clip", "shared.weight_decay", "retrain.grad_clip",
-            "retrain.weight_decay", "retrain.eval_bptt"):
-    c.check_non_negative(config, f)
-  c.check_data(config)
-  c.check_model(config)
+  cc.check(config, SCHEMA, extra=[cc.algorithm_cross_checks])
+  ptb_common.check_space_kwargs(config)
   if config.get("fixed_arch"):
     space = registry.get(config.space, **config.space_kwargs)
     try:

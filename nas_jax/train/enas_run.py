@@ -33,6 +33,7 @@ import optax
 from absl import logging
 
 from nas_jax import checkpoint as checkpoint_lib
+from nas_jax import config_check as cc
 from nas_jax import metrics as metrics_lib
 from nas_jax import viz
 from nas_jax.children import enas_cnn
@@ -214,37 +215,73 @@ def _fail(field: str, msg: str):
   raise ValueError(f"{field} {msg}")
 
 
+def _shared_rules() -> dict[str, cc.Rule]:
+  """The shared weights' SGD with warm restarts (Loshchilov & Hutter 2017;
+  ENAS Sec. 3.2)."""
+  return {
+      "shared.batch_size": cc.Int(1, 10**6, doc="shared-weight minibatch"),
+      "shared.lr_max": cc.Float(gt=0, doc="SGDR peak learning rate"),
+      "shared.lr_min": cc.Float(ge=0, doc="SGDR floor, <= shared.lr_max"),
+      "shared.lr_t0": cc.Float(gt=0, doc="first SGDR period in epochs"),
+      "shared.lr_t_mul": cc.Float(ge=1, doc="SGDR period growth"),
+      "shared.momentum": cc.Float(ge=0, lt=1, doc="Nesterov momentum"),
+      "shared.weight_decay": cc.Float(ge=0, doc="L2 weight"),
+      "shared.grad_clip": cc.Float(ge=0, doc="global norm clip (0: none)"),
+  }
+
+
+def network_rules() -> dict[str, cc.Rule]:
+  """``network`` fields of ``enas_cnn.make_network``."""
+  return {
+      "network.num_cells": cc.Int(1, 64, doc="normal cells per stage "
+                                  "(micro)"),
+      "network.channels": cc.Int(1, 4096, doc="channels of the first "
+                                 "stage"),
+      "network.num_reductions": cc.Int(0, 16, doc="reduction cells (micro)"),
+      "network.stem_multiplier": cc.Int(1, 64, doc="stem channels = "
+                                        "multiplier x channels"),
+      "network.grow_channels": cc.Bool(doc="double channels at each "
+                                       "reduction"),
+      "network.aux_head": cc.Bool(doc="auxiliary classifier (retraining)"),
+      "network.dropout": cc.Float(ge=0, lt=1, doc="dropout before the "
+                                  "classifier"),
+  }
+
+
+SCHEMA: dict[str, cc.Rule] = {
+    "run": cc.Choice(("enas",), doc="the run kind (this module)"),
+    "seed": cc.Int(0, 2**31 - 1, doc="seed of everything"),
+    "space": cc.Choice(SPACES, doc="ENAS micro (cells) or macro (layers)"),
+    "space_kwargs": cc.Dict(doc="arguments of the space's factory"),
+    "algorithm": cc.Choice(("reinforce", "random"), doc="controller "
+                           "training, or the same loop without learning"),
+    "num_epochs": cc.Int(1, 10**6, doc="epochs of the alternation"),
+    "controller_steps": cc.Int(0, 10**6, doc="controller updates per "
+                               "epoch"),
+    "val_batch_size": cc.Int(1, 10**6, doc="validation minibatch of a "
+                             "reward"),
+    "derive_samples": cc.Int(1, 10**6, doc="cells sampled to derive the "
+                             "best (Sec. 2.2)"),
+    "parallel": cc.Choice(PARALLEL, doc="none, data-parallel batches, or "
+                          "one child per device"),
+    "keep": cc.Int(2, 10**6, doc="checkpoints kept"),
+    **cc.image_data_rules(),
+    **network_rules(),
+    **_shared_rules(),
+    **cc.controller_rules(),
+    **cc.algorithm_rules(),
+}
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Cheap checks (no data, no compilation, nothing written); raises a
   ValueError naming the dotted field and the fix."""
-  if config.space not in SPACES:
-    _fail("space", f"must be one of {SPACES}, got {config.space!r}")
+  cc.check(config, SCHEMA, extra=[cc.algorithm_cross_checks])
   registry.get(config.space, **config.get("space_kwargs", {}))
-  for field in ("num_epochs", "controller_steps", "derive_samples",
-                "val_batch_size", "shared.batch_size"):
-    v = config[field] if "." not in field else config.shared[
-        field.split(".")[1]]
-    minimum = 0 if field == "controller_steps" else 1
-    if not isinstance(v, int) or v < minimum:
-      _fail(field, f"must be an int >= {minimum}, got {v!r}")
   sh = config.shared
-  if not sh.lr_max > 0:
-    _fail("shared.lr_max", f"must be > 0, got {sh.lr_max}")
-  if not 0 <= sh.lr_min <= sh.lr_max:
+  if sh.lr_min > sh.lr_max:
     _fail("shared.lr_min", f"must be in [0, shared.lr_max], got {sh.lr_min}")
-  if not sh.lr_t0 > 0:
-    _fail("shared.lr_t0", f"must be > 0 epochs, got {sh.lr_t0}")
-  if not sh.lr_t_mul >= 1:
-    _fail("shared.lr_t_mul", f"must be >= 1, got {sh.lr_t_mul}")
-  if sh.weight_decay < 0 or sh.grad_clip < 0:
-    _fail("shared.weight_decay / shared.grad_clip", "must be >= 0")
-  if config.parallel not in PARALLEL:
-    _fail("parallel", f"must be one of {PARALLEL}, got {config.parallel!r}")
   data = config.data
-  if data.name not in datasets.NAMES:
-    _fail("data.name", f"must be one of {datasets.NAMES}, got {data.name!r}")
-  if data.get("augment", "") not in ("", "cifar"):
-    _fail("data.augment", f"must be '' or 'cifar', got {data.augment!r}")
   net = config.network
   hw = IMAGE_HW[data.name]
   what = f"network (data.name={data.name!r}, {hw}x{hw} images)"
@@ -257,41 +294,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         (hw, hw), len(enas_cnn.macro_pool_layers(num_layers)),
         what + f": space_kwargs.num_layers={num_layers} pools after layers "
         f"{enas_cnn.macro_pool_layers(num_layers)}")
-  if config.algorithm not in ("reinforce", "random"):
-    _fail("algorithm", f"must be 'reinforce' or 'random', got "
-          f"{config.algorithm!r}")
-  _check_controller(config)
-
-
-def _check_controller(config) -> None:
-  ctrl, rl = config.controller, config.reinforce
-  if not isinstance(ctrl.hidden_size, int) or ctrl.hidden_size < 1:
-    _fail("controller.hidden_size", f"must be an int >= 1, got "
-          f"{ctrl.hidden_size!r}")
-  if not ctrl.get("temperature", 1.0) > 0:
-    _fail("controller.temperature", f"must be > 0, got {ctrl.temperature}")
-  if ctrl.get("tanh_constant") is not None and not ctrl.tanh_constant > 0:
-    _fail("controller.tanh_constant", f"must be > 0 or None, got "
-          f"{ctrl.tanh_constant}")
-  if not ctrl.get("op_tanh_reduce", 1.0) > 0:
-    _fail("controller.op_tanh_reduce", f"must be > 0, got "
-          f"{ctrl.op_tanh_reduce}")
-  if not 0 < ctrl.get("skip_target", 0.4) < 1:
-    _fail("controller.skip_target", f"must be in (0, 1), got "
-          f"{ctrl.skip_target}")
-  if ctrl.get("skip_weight", 0.0) < 0:
-    _fail("controller.skip_weight", f"must be >= 0, got {ctrl.skip_weight}")
-  if not rl.learning_rate > 0:
-    _fail("reinforce.learning_rate", f"must be > 0, got {rl.learning_rate}")
-  if not 0 <= rl.baseline_decay < 1:
-    _fail("reinforce.baseline_decay", f"must be in [0, 1), got "
-          f"{rl.baseline_decay}")
-  if rl.get("entropy_weight", 0.0) < 0:
-    _fail("reinforce.entropy_weight", f"must be >= 0, got "
-          f"{rl.entropy_weight}")
-  if not isinstance(rl.batch_size, int) or rl.batch_size < 1:
-    _fail("reinforce.batch_size", f"must be an int >= 1, got "
-          f"{rl.batch_size!r}")
 
 
 def build_network(config, num_classes: int):

@@ -23,6 +23,7 @@ import numpy as np
 from absl import logging
 
 from nas_jax import checkpoint as checkpoint_lib
+from nas_jax import config_check as cc
 from nas_jax import metrics as metrics_lib
 from nas_jax import viz
 from nas_jax.algorithms import base as algo_base
@@ -35,20 +36,38 @@ from nas_jax.train import ptb_common
 from nas_jax.train import tabular_run
 
 
+SCHEMA: dict[str, cc.Rule] = {
+    "run": cc.Choice(("nasrl_ptb",), doc="the run kind (this module)"),
+    "seed": cc.Int(0, 2**31 - 1, doc="seed of everything"),
+    "space": cc.Choice(("nasrl_rnn",), doc="the NAS-RL tree cell space"),
+    "space_kwargs": cc.Dict(doc="arguments of the space's factory"),
+    "algorithm": cc.Choice(("reinforce", "ppo", "random", "evolution"),
+                           doc="search algorithm"),
+    "num_rounds": cc.Int(1, 10**7, doc="rounds of batch_size children"),
+    "checkpoint_every": cc.Int(1, 10**7, doc="rounds between checkpoints"),
+    "keep": cc.Int(2, 10**6, doc="checkpoints kept"),
+    **cc.ptb_rules(),
+    "child.steps": cc.Int(1, 10**9, doc="training steps per child"),
+    "child.batch_size": cc.Int(1, 10**6, doc="child training batch"),
+    "child.bptt": cc.Int(1, 10**6, doc="truncated BPTT length"),
+    "child.eval_batch_size": cc.Int(1, 10**6, doc="evaluation batch"),
+    "child.learning_rate": cc.Float(gt=0, doc="child SGD learning rate"),
+    "child.grad_clip": cc.Float(ge=0, doc="global norm clip (0: none)"),
+    "child.weight_decay": cc.Float(ge=0, doc="L2 weight"),
+    "child.max_eval_windows": cc.Int(0, 10**9, doc="validation windows of "
+                                     "a reward (0: all)"),
+    "child.reward_constant": cc.Float(gt=0, doc="reward = (c / valid "
+                                      "perplexity) ** p (NAS-RL Sec. 4.2)"),
+    "child.reward_power": cc.Float(gt=0, doc="p of the reward"),
+    **cc.controller_rules(),
+    **cc.algorithm_rules(),
+}
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Cheap checks: no data is read, nothing compiled or written."""
-  c = ptb_common
-  c.check_space_and_algorithm(config, "nasrl_rnn",
-                              ("reinforce", "ppo", "random", "evolution"))
-  c.check_positive_int(config, "num_rounds")
-  c.check_data(config)
-  c.check_model(config)
-  for k in ("steps", "batch_size", "bptt", "eval_batch_size"):
-    c.check_positive_int(config, f"child.{k}")
-  for k in ("learning_rate", "reward_constant", "reward_power"):
-    c.check_positive(config, f"child.{k}")
-  for k in ("grad_clip", "weight_decay", "max_eval_windows"):
-    c.check_non_negative(config, f"child.{k}")
+  cc.check(config, SCHEMA, extra=[cc.algorithm_cross_checks])
+  ptb_common.check_space_kwargs(config)
 
 
 def build_trainer(config) -> lm_from_scratch.LMTrainer:

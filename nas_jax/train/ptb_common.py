@@ -89,68 +89,11 @@ def guard_vocab(workdir, corpus: ptb.Corpus) -> None:
 # -- cheap config checks (dotted field names) ----------------------------------
 
 
-def check(cond: bool, field: str, what: str, value) -> None:
-  if not cond:
-    raise ValueError(f"{field} must be {what}, got {value!r}")
-
-
-def check_positive_int(config, field: str) -> None:
-  value = _get(config, field)
-  check(isinstance(value, int) and not isinstance(value, bool) and value > 0,
-        field, "a positive int", value)
-
-
-def check_positive(config, field: str) -> None:
-  value = _get(config, field)
-  check(isinstance(value, (int, float)) and value > 0, field, "> 0", value)
-
-
-def check_keep(config, field: str) -> None:
-  value = _get(config, field)
-  check(isinstance(value, (int, float)) and 0 < value <= 1, field,
-        "a keep probability in (0, 1]", value)
-
-
-def check_space_and_algorithm(config, space: str, algorithms) -> None:
-  """``config.space`` must be ``space``, its kwargs must build it, and
-  ``config.algorithm`` one of ``algorithms``."""
+def check_space_kwargs(config) -> None:
+  """``config.space_kwargs`` must build ``config.space`` (the fields
+  themselves are checked by the run's ``SCHEMA``)."""
   from nas_jax.spaces import registry  # pylint: disable=g-import-not-at-top
-  check(config.get("space") == space, "space", repr(space),
-        config.get("space"))
   try:
     registry.get(config.space, **config.space_kwargs)
-  except ValueError as e:
+  except (TypeError, ValueError) as e:
     raise ValueError(f"space_kwargs: {e}") from None
-  check(config.algorithm in algorithms, "algorithm",
-        f"one of {', '.join(algorithms)}", config.algorithm)
-
-
-def check_data(config) -> None:
-  check(config.data.name in ("ptb", "synthetic"), "data.name",
-        "'ptb' or 'synthetic'", config.data.name)
-  if config.data.name == "synthetic":
-    check_positive_int(config, "data.vocab_size")
-    check_positive_int(config, "data.num_tokens")
-
-
-def check_model(config) -> None:
-  check_positive_int(config, "model.hidden_size")
-  for k in ("embed_keep", "input_keep", "hidden_keep", "output_keep"):
-    check_keep(config, f"model.{k}")
-  if "max_hidden_norm" in config.model:
-    check_non_negative(config, "model.max_hidden_norm")
-
-
-def check_non_negative(config, field: str) -> None:
-  value = _get(config, field)
-  check(isinstance(value, (int, float)) and not isinstance(value, bool)
-        and value >= 0, field, ">= 0", value)
-
-
-def _get(config, dotted: str):
-  node = config
-  for part in dotted.split("."):
-    if part not in node:
-      raise ValueError(f"config field {dotted} is missing")
-    node = node[part]
-  return node

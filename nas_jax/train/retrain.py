@@ -35,6 +35,7 @@ import optax
 from absl import logging
 
 from nas_jax import checkpoint as checkpoint_lib
+from nas_jax import config_check as cc
 from nas_jax import metrics as metrics_lib
 from nas_jax import viz
 from nas_jax.children import enas_cnn
@@ -80,25 +81,39 @@ def _macro_layers(space) -> int:
   return int(round((np.sqrt(8 * space.num_decisions + 1) - 1) / 2))
 
 
+SCHEMA: dict[str, cc.Rule] = {
+    "run": cc.Choice(("retrain",), doc="the run kind (this module)"),
+    "seed": cc.Int(0, 2**31 - 1, doc="seed of everything"),
+    "space": cc.Choice(enas_run.SPACES, doc="the space of the architecture"),
+    "space_kwargs": cc.Dict(doc="arguments of the space's factory"),
+    "arch": cc.Str(doc="architecture text (e.g. from best.json) or a "
+                   "published one by name"),
+    "eval_batch_size": cc.Int(1, 10**6, doc="evaluation batch"),
+    "keep": cc.Int(2, 10**6, doc="checkpoints kept"),
+    **cc.image_data_rules(),
+    **enas_run.network_rules(),
+    "train.epochs": cc.Int(1, 10**5, doc="training epochs"),
+    "train.batch_size": cc.Int(1, 10**6, doc="training batch"),
+    "train.lr_max": cc.Float(gt=0, doc="peak learning rate (cosine)"),
+    "train.lr_min": cc.Float(ge=0, doc="floor learning rate, <= lr_max"),
+    "train.lr_t0": cc.Float(gt=0, doc="first cosine period in epochs"),
+    "train.lr_t_mul": cc.Float(ge=1, doc="period growth"),
+    "train.momentum": cc.Float(ge=0, lt=1, doc="Nesterov momentum"),
+    "train.weight_decay": cc.Float(ge=0, doc="L2 weight"),
+    "train.grad_clip": cc.Float(ge=0, doc="global norm clip (0: none)"),
+    "train.drop_path": cc.Float(ge=0, lt=1, doc="ScheduledDropPath's final "
+                                "drop probability"),
+    "train.aux_weight": cc.Float(ge=0, doc="auxiliary head loss weight"),
+}
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Cheap checks: the arch string, sizes, the recipe's ranges."""
-  if config.space not in enas_run.SPACES:
-    raise ValueError(f"space must be one of {enas_run.SPACES}, got "
-                     f"{config.space!r}")
+  """Cheap checks: the fields' ranges, the arch string, image sizes."""
+  cc.check(config, SCHEMA)
+  if config.train.lr_min > config.train.lr_max:
+    raise ValueError(f"train.lr_min must be <= train.lr_max, got "
+                     f"{config.train.lr_min}")
   space, arch = parse_arch(config)
-  tr = config.train
-  for f in ("epochs", "batch_size"):
-    if not isinstance(tr[f], int) or tr[f] < 1:
-      raise ValueError(f"train.{f} must be an int >= 1, got {tr[f]!r}")
-  if not 0.0 <= tr.drop_path < 1.0:
-    raise ValueError(f"train.drop_path must be in [0, 1), got {tr.drop_path}")
-  if tr.aux_weight < 0:
-    raise ValueError(f"train.aux_weight must be >= 0, got {tr.aux_weight}")
-  if not tr.lr_max > 0:
-    raise ValueError(f"train.lr_max must be > 0, got {tr.lr_max}")
-  if config.data.name not in datasets.NAMES:
-    raise ValueError(f"data.name must be one of {datasets.NAMES}, got "
-                     f"{config.data.name!r}")
   hw = enas_run.IMAGE_HW[config.data.name]
   if config.space == "enas_micro":
     enas_cnn.check_image_size(
