@@ -160,3 +160,68 @@ def test_scheduled_drop_path():
   c, _ = run(0.5, 1)
   np.testing.assert_array_equal(a, b)
   assert not np.allclose(a, base) and not np.allclose(a, c)
+
+
+# -- the retrain run kind ------------------------------------------------------
+
+
+def _retrain_config(variant="tiny", **over):
+  from experiments.configs import nasnet_retrain  # pylint: disable=g-import-not-at-top
+  c = nasnet_retrain.get_config(variant)
+  for k, v in over.items():
+    node = c
+    *parts, last = k.split("__")
+    for p in parts:
+      node = node[p]
+    node[last] = v
+  return c
+
+
+def test_retrain_config_errors_name_the_fix(tmp_path):
+  from nas_jax.spaces.base import InvalidArchitectureError  # pylint: disable=g-import-not-at-top
+  from nas_jax.train import retrain  # pylint: disable=g-import-not-at-top
+  for v in ("paper", "cpu", "tiny"):
+    retrain.check_config(_retrain_config(v))
+  # Any architecture text of the space (here B = 1: 10 values).
+  retrain.check_config(_retrain_config(arch="0,1,9,4,1,1,0,12,0,0",
+                                       space_kwargs={"num_blocks": 1},
+                                       network__penultimate_filters=0))
+  with pytest.raises(InvalidArchitectureError, match="nasnet_a"):
+    retrain.check_config(_retrain_config(arch="0,1,2"))
+  with pytest.raises(InvalidArchitectureError,
+                     match="belongs to space 'enas_micro'"):
+    retrain.check_config(_retrain_config(arch="enas_micro_paper"))
+  with pytest.raises(ValueError, match="penultimate_filters must be a "
+                     "multiple of 12"):
+    retrain.check_config(_retrain_config(network__penultimate_filters=25))
+  with pytest.raises(ValueError, match=r"network: .*unexpected keyword"):
+    retrain.check_config(_retrain_config(network__num_nodes=3))
+  with pytest.raises(ValueError, match="num_reductions"):
+    retrain.check_config(_retrain_config(network__num_reductions=4,
+                                         network__penultimate_filters=96))
+  assert list(tmp_path.iterdir()) == []
+
+
+def test_retrain_nasnet_a_end_to_end(tmp_path):
+  """``run: retrain`` on the tiny variant: NASNet-A by name, N @ F sizing,
+  drop path and the auxiliary head, every output file."""
+  import json  # pylint: disable=g-import-not-at-top
+  from nas_jax.train import retrain  # pylint: disable=g-import-not-at-top
+  summary = retrain.run(_retrain_config(), str(tmp_path))
+  assert summary["status"] == "done" and summary["space"] == "nasnet"
+  best = json.loads((tmp_path / "best.json").read_text())
+  _, arch, concat = nasnet_space.named("nasnet_a")
+  assert best["text"] == nasnet_space.space(5).to_text(arch)
+  # 1 @ 24 with one reduction: F = 24 / 6 / 2 = 2 filters per block.
+  net = nasnet.NASNet(num_cells=1, penultimate_filters=24, num_reductions=1,
+                      stem_multiplier=1, fixed_arch=tuple(int(v) for v in arch),
+                      fixed_concat=concat)
+  assert best["num_params"] == enas_cnn.param_count(
+      _fixed_params(net, (1, 8, 8, 1)))
+  assert 0.0 <= best["test_accuracy"] <= 1.0
+  for name in ("config.json", "history.jsonl", "metrics.jsonl",
+               "best_arch.png", "search_curve.png", "summary.json",
+               "checkpoints"):
+    assert (tmp_path / name).exists(), name
+  hist = [json.loads(l) for l in (tmp_path / "history.jsonl").open()]
+  assert len(hist) == 1 and np.isfinite(hist[0]["train_loss"])
