@@ -180,8 +180,15 @@ def _retrain_config(variant="tiny", **over):
 def test_retrain_config_errors_name_the_fix(tmp_path):
   from nas_jax.spaces.base import InvalidArchitectureError  # pylint: disable=g-import-not-at-top
   from nas_jax.train import retrain  # pylint: disable=g-import-not-at-top
+  from experiments.configs import enas_retrain  # pylint: disable=g-import-not-at-top
+  from nas_jax import config_check as cc  # pylint: disable=g-import-not-at-top
   for v in ("paper", "cpu", "tiny"):
     retrain.check_config(_retrain_config(v))
+    assert cc.unruled(_retrain_config(v), retrain.SCHEMA) == []
+  for v in enas_retrain.VARIANTS:  # one SCHEMA for both configs
+    assert cc.unruled(enas_retrain.get_config(v), retrain.SCHEMA) == []
+  with pytest.raises(ValueError, match="train.drop_path must be .* got 1.5"):
+    retrain.check_config(_retrain_config(train__drop_path=1.5))
   # Any architecture text of the space (here B = 1: 10 values).
   retrain.check_config(_retrain_config(arch="0,1,9,4,1,1,0,12,0,0",
                                        space_kwargs={"num_blocks": 1},

@@ -37,6 +37,7 @@ import optax
 from absl import logging
 
 from nas_jax import checkpoint as checkpoint_lib
+from nas_jax import config_check as cc
 from nas_jax import metrics as metrics_lib
 from nas_jax import viz
 from nas_jax.children import enas_cnn
@@ -53,6 +54,54 @@ from nas_jax.train import preemption
 
 SPACES = enas_run.SPACES + ("nasnet",)
 NAMED = enas_space.NAMED + nasnet_space.NAMED
+
+# The fields of experiments/configs/enas_retrain.py and nasnet_retrain.py;
+# the network fields a space does not use are refused by its network.
+SCHEMA: dict[str, cc.Rule] = {
+    "run": cc.Choice(("retrain",), doc="the run kind (this module)"),
+    "seed": cc.Int(0, 2**31 - 1, doc="seed of everything"),
+    "space": cc.Choice(SPACES, doc="the architecture's space"),
+    "space_kwargs": cc.Dict(doc="arguments of the space's factory"),
+    "arch": cc.Str(doc="architecture text (best.json 'text') or a published "
+                   f"name ({', '.join(NAMED)})"),
+    "keep": cc.Int(2, 10**6, doc="checkpoints kept"),
+    "eval_batch_size": cc.Int(1, 10**6, doc="evaluation batch"),
+    "data.name": cc.Choice(tuple(datasets.NAMES), doc="data set"),
+    "data.data_dir": cc.Str(doc="data folder ('': $NAS_JAX_DATA_DIR or "
+                            "../shared/data)"),
+    "data.num_val": cc.Int(1, 10**7, doc="validation images"),
+    "data.max_train": cc.Int(0, 10**8, doc="training images (0: all)"),
+    "data.split_seed": cc.Int(0, 2**31 - 1, doc="seed of the val split"),
+    "data.augment": cc.Choice(("", "cifar"), doc="training augmentation"),
+    "data.cutout": cc.Int(0, 1024, doc="cutout size with cifar augmentation"),
+    "network.num_cells": cc.Int(1, 64, doc="N: normal cells per stage"),
+    "network.channels": cc.Int(1, 4096, doc="filters of the first stage "
+                               "(micro/NASNet) or of every layer (macro)"),
+    "network.penultimate_filters": cc.Int(0, 10**5, doc="NASNet: F of "
+                                          "'N @ F' (0: use channels)"),
+    "network.num_reductions": cc.Int(0, 8, doc="reduction cells"),
+    "network.stem": cc.Choice(("cifar", "imagenet"), doc="NASNet stem"),
+    "network.stem_multiplier": cc.Int(1, 64, doc="stem filters / channels"),
+    "network.aux_head": cc.Bool(doc="auxiliary head (loss weight "
+                                "train.aux_weight)"),
+    "network.dropout": cc.Float(ge=0, lt=1, doc="dropout before the "
+                                "classifier"),
+    "network.grow_channels": cc.Bool(doc="macro: double the width at each "
+                                     "reduction"),
+    "train.epochs": cc.Int(1, 10**5, doc="training epochs"),
+    "train.batch_size": cc.Int(1, 10**6, doc="training batch"),
+    "train.lr_max": cc.Float(gt=0, doc="peak learning rate (SGDR cosine)"),
+    "train.lr_min": cc.Float(ge=0, doc="final learning rate"),
+    "train.lr_t0": cc.Float(gt=0, doc="first cosine cycle, epochs"),
+    "train.lr_t_mul": cc.Float(ge=1, doc="cycle length multiplier"),
+    "train.momentum": cc.Float(ge=0, lt=1, doc="Nesterov momentum"),
+    "train.weight_decay": cc.Float(ge=0, doc="L2 weight decay"),
+    "train.grad_clip": cc.Float(ge=0, doc="global gradient norm clip (0: "
+                                "off)"),
+    "train.drop_path": cc.Float(ge=0, lt=1, doc="ScheduledDropPath's final "
+                                "rate (rises linearly from 0)"),
+    "train.aux_weight": cc.Float(ge=0, doc="auxiliary loss weight"),
+}
 
 
 def _named(text: str):
@@ -95,23 +144,9 @@ def _macro_layers(space) -> int:
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Cheap checks: the arch string, sizes, the recipe's ranges."""
-  if config.space not in SPACES:
-    raise ValueError(f"space must be one of {SPACES}, got {config.space!r}")
+  """Cheap checks: every field, the arch string, the sizes."""
+  cc.check(config, SCHEMA)
   space, arch = parse_arch(config)
-  tr = config.train
-  for f in ("epochs", "batch_size"):
-    if not isinstance(tr[f], int) or tr[f] < 1:
-      raise ValueError(f"train.{f} must be an int >= 1, got {tr[f]!r}")
-  if not 0.0 <= tr.drop_path < 1.0:
-    raise ValueError(f"train.drop_path must be in [0, 1), got {tr.drop_path}")
-  if tr.aux_weight < 0:
-    raise ValueError(f"train.aux_weight must be >= 0, got {tr.aux_weight}")
-  if not tr.lr_max > 0:
-    raise ValueError(f"train.lr_max must be > 0, got {tr.lr_max}")
-  if config.data.name not in datasets.NAMES:
-    raise ValueError(f"data.name must be one of {datasets.NAMES}, got "
-                     f"{config.data.name!r}")
   hw = enas_run.IMAGE_HW[config.data.name]
   if config.space == "nasnet":
     try:
