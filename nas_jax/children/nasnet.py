@@ -430,6 +430,9 @@ def child_param_count(space, params: Any, arch: Any) -> int:
   """Parameters of child ``arch`` of a supernet's ``params`` (what its fixed
   network has; the auxiliary head is not counted)."""
   arch = space.validate(arch)
+  # Only shapes matter: zero-stride stand-ins also take abstract arrays.
+  params = jax.tree.map(
+      lambda x: np.broadcast_to(np.zeros((), np.int8), np.shape(x)), params)
   tree = child_variables({"params": params}, arch,
                          space.num_decisions // (2 * CODES_PER_BLOCK))
   tree = {k: v for k, v in tree["params"].items() if k != "aux_head"}
