@@ -4,11 +4,13 @@ stand-alone network (Pham et al. 2018, Sec. 3.2: the derived cell or network
 
 ``config.arch`` is the architecture's one-line text (``best.json``'s
 ``text``, e.g. ``"0,1,2,..."``) or a published name
-(``nas_jax.spaces.enas.NAMED``). The network is built with fixed ops
-(``enas_cnn.MicroNet`` / ``MacroNet`` with ``fixed_arch``: no switch, only
-the chosen ops exist), sized ``N @ F`` (``network.num_cells`` normal cells per
-stage, ``network.channels`` filters), and trained with the final recipe of
-the authors' ``cifar10_micro_final.sh``: Nesterov SGD on the SGDR cosine
+(``nas_jax.spaces.enas.NAMED``, ``nas_jax.spaces.nasnet.NAMED``). The network
+is built with fixed ops (``enas_cnn.MicroNet`` / ``MacroNet`` or
+``nasnet.NASNet`` with ``fixed_arch``: no switch, only the chosen ops exist),
+sized ``N @ F`` (``network.num_cells`` normal cells per stage and
+``network.channels`` filters, or for NASNet ``network.penultimate_filters``,
+the paper's ``F``; ``experiments/configs/nasnet_retrain.py``), and trained
+with the final recipe of the authors' ``cifar10_micro_final.sh``: Nesterov SGD on the SGDR cosine
 schedule, L2, gradient clipping, cutout (``data.cutout``),
 ScheduledDropPath (the drop rate grows linearly from 0 to
 ``train.drop_path``; Zoph et al. 2018, Sec. 4.1) and the auxiliary head
@@ -39,14 +41,74 @@ from nas_jax import config_check as cc
 from nas_jax import metrics as metrics_lib
 from nas_jax import viz
 from nas_jax.children import enas_cnn
+from nas_jax.children import nasnet
 from nas_jax.data import datasets
 from nas_jax.data import pipeline
 from nas_jax.evaluators.train_from_scratch import ChildState
 from nas_jax.spaces import base as spaces_base
 from nas_jax.spaces import enas as enas_space
+from nas_jax.spaces import nasnet as nasnet_space
 from nas_jax.spaces import registry
 from nas_jax.train import enas_run
 from nas_jax.train import preemption
+
+SPACES = enas_run.SPACES + ("nasnet",)
+NAMED = enas_space.NAMED + nasnet_space.NAMED
+
+# The fields of experiments/configs/enas_retrain.py and nasnet_retrain.py;
+# the network fields a space does not use are refused by its network.
+SCHEMA: dict[str, cc.Rule] = {
+    "run": cc.Choice(("retrain",), doc="the run kind (this module)"),
+    "seed": cc.Int(0, 2**31 - 1, doc="seed of everything"),
+    "space": cc.Choice(SPACES, doc="the architecture's space"),
+    "space_kwargs": cc.Dict(doc="arguments of the space's factory"),
+    "arch": cc.Str(doc="architecture text (best.json 'text') or a published "
+                   f"name ({', '.join(NAMED)})"),
+    "keep": cc.Int(2, 10**6, doc="checkpoints kept"),
+    "eval_batch_size": cc.Int(1, 10**6, doc="evaluation batch"),
+    "data.name": cc.Choice(tuple(datasets.NAMES), doc="data set"),
+    "data.data_dir": cc.Str(doc="data folder ('': $NAS_JAX_DATA_DIR or "
+                            "../shared/data)"),
+    "data.num_val": cc.Int(1, 10**7, doc="validation images"),
+    "data.max_train": cc.Int(0, 10**8, doc="training images (0: all)"),
+    "data.split_seed": cc.Int(0, 2**31 - 1, doc="seed of the val split"),
+    "data.augment": cc.Choice(("", "cifar"), doc="training augmentation"),
+    "data.cutout": cc.Int(0, 1024, doc="cutout size with cifar augmentation"),
+    "network.num_cells": cc.Int(1, 64, doc="N: normal cells per stage"),
+    "network.channels": cc.Int(1, 4096, doc="filters of the first stage "
+                               "(micro/NASNet) or of every layer (macro)"),
+    "network.penultimate_filters": cc.Int(0, 10**5, doc="NASNet: F of "
+                                          "'N @ F' (0: use channels)"),
+    "network.num_reductions": cc.Int(0, 8, doc="reduction cells"),
+    "network.stem": cc.Choice(("cifar", "imagenet"), doc="NASNet stem"),
+    "network.stem_multiplier": cc.Int(1, 64, doc="stem filters / channels"),
+    "network.aux_head": cc.Bool(doc="auxiliary head (loss weight "
+                                "train.aux_weight)"),
+    "network.dropout": cc.Float(ge=0, lt=1, doc="dropout before the "
+                                "classifier"),
+    "network.grow_channels": cc.Bool(doc="macro: double the width at each "
+                                     "reduction"),
+    "train.epochs": cc.Int(1, 10**5, doc="training epochs"),
+    "train.batch_size": cc.Int(1, 10**6, doc="training batch"),
+    "train.lr_max": cc.Float(gt=0, doc="peak learning rate (SGDR cosine)"),
+    "train.lr_min": cc.Float(ge=0, doc="final learning rate"),
+    "train.lr_t0": cc.Float(gt=0, doc="first cosine cycle, epochs"),
+    "train.lr_t_mul": cc.Float(ge=1, doc="cycle length multiplier"),
+    "train.momentum": cc.Float(ge=0, lt=1, doc="Nesterov momentum"),
+    "train.weight_decay": cc.Float(ge=0, doc="L2 weight decay"),
+    "train.grad_clip": cc.Float(ge=0, doc="global gradient norm clip (0: "
+                                "off)"),
+    "train.drop_path": cc.Float(ge=0, lt=1, doc="ScheduledDropPath's final "
+                                "rate (rises linearly from 0)"),
+    "train.aux_weight": cc.Float(ge=0, doc="auxiliary loss weight"),
+}
+
+
+def _named(text: str):
+  """``(space, arch)`` of a published architecture."""
+  if text in nasnet_space.NAMED:
+    return nasnet_space.named(text)[:2]
+  return enas_space.named(text)
 
 
 def parse_arch(config) -> tuple[spaces_base.SearchSpace, np.ndarray]:
@@ -55,14 +117,14 @@ def parse_arch(config) -> tuple[spaces_base.SearchSpace, np.ndarray]:
   if not text:
     raise spaces_base.InvalidArchitectureError(
         "arch is empty; pass --config.arch='<text>' with the 'text' of a "
-        f"run's best.json, or a published name ({', '.join(enas_space.NAMED)})")
-  if text in enas_space.NAMED:
-    space, arch = enas_space.named(text)
+        f"run's best.json, or a published name ({', '.join(NAMED)})")
+  if text in NAMED:
+    space, arch = _named(text)
     if space.name != config.space:
       raise spaces_base.InvalidArchitectureError(
           f"arch {text!r} belongs to space {space.name!r}, but space is "
-          f"{config.space!r}; set --config.space={space.name} (or use the "
-          f"'{space.name.split('_')[1]}' variant)")
+          f"{config.space!r}; set --config.space={space.name} (or use "
+          f"{'nasnet_retrain.py' if space.name == 'nasnet' else 'the ' + repr(space.name.split('_')[1]) + ' variant'})")
     return space, arch
   space = registry.get(config.space, **config.get("space_kwargs", {}))
   try:
@@ -72,7 +134,7 @@ def parse_arch(config) -> tuple[spaces_base.SearchSpace, np.ndarray]:
         f"arch does not belong to space {space.name!r} with space_kwargs "
         f"{dict(config.get('space_kwargs', {}))}: {e}. Pass the 'text' line "
         f"of a best.json from a search over the same space (and the same "
-        f"space_kwargs), or a published name ({', '.join(enas_space.NAMED)})"
+        f"space_kwargs), or a published name ({', '.join(NAMED)})"
     ) from None
 
 
@@ -81,41 +143,22 @@ def _macro_layers(space) -> int:
   return int(round((np.sqrt(8 * space.num_decisions + 1) - 1) / 2))
 
 
-SCHEMA: dict[str, cc.Rule] = {
-    "run": cc.Choice(("retrain",), doc="the run kind (this module)"),
-    "seed": cc.Int(0, 2**31 - 1, doc="seed of everything"),
-    "space": cc.Choice(enas_run.SPACES, doc="the space of the architecture"),
-    "space_kwargs": cc.Dict(doc="arguments of the space's factory"),
-    "arch": cc.Str(doc="architecture text (e.g. from best.json) or a "
-                   "published one by name"),
-    "eval_batch_size": cc.Int(1, 10**6, doc="evaluation batch"),
-    "keep": cc.Int(2, 10**6, doc="checkpoints kept"),
-    **cc.image_data_rules(),
-    **enas_run.network_rules(),
-    "train.epochs": cc.Int(1, 10**5, doc="training epochs"),
-    "train.batch_size": cc.Int(1, 10**6, doc="training batch"),
-    "train.lr_max": cc.Float(gt=0, doc="peak learning rate (cosine)"),
-    "train.lr_min": cc.Float(ge=0, doc="floor learning rate, <= lr_max"),
-    "train.lr_t0": cc.Float(gt=0, doc="first cosine period in epochs"),
-    "train.lr_t_mul": cc.Float(ge=1, doc="period growth"),
-    "train.momentum": cc.Float(ge=0, lt=1, doc="Nesterov momentum"),
-    "train.weight_decay": cc.Float(ge=0, doc="L2 weight"),
-    "train.grad_clip": cc.Float(ge=0, doc="global norm clip (0: none)"),
-    "train.drop_path": cc.Float(ge=0, lt=1, doc="ScheduledDropPath's final "
-                                "drop probability"),
-    "train.aux_weight": cc.Float(ge=0, doc="auxiliary head loss weight"),
-}
-
-
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Cheap checks: the fields' ranges, the arch string, image sizes."""
+  """Cheap checks: every field, the arch string, the sizes."""
   cc.check(config, SCHEMA)
-  if config.train.lr_min > config.train.lr_max:
-    raise ValueError(f"train.lr_min must be <= train.lr_max, got "
-                     f"{config.train.lr_min}")
   space, arch = parse_arch(config)
   hw = enas_run.IMAGE_HW[config.data.name]
-  if config.space == "enas_micro":
+  if config.space == "nasnet":
+    try:
+      net = build_network(config, space, arch, 10)
+    except TypeError as e:
+      raise ValueError(f"config.network: {e}") from None
+    nasnet.check_sizes(net)
+    stem = 3 if net.stem == "imagenet" else 0
+    enas_cnn.check_image_size(
+        (hw, hw), net.num_reductions + stem,
+        f"network.num_reductions ({config.data.name}: {hw}x{hw} images)")
+  elif config.space == "enas_micro":
     enas_cnn.check_image_size(
         (hw, hw), config.network.get("num_reductions", 2),
         f"network.num_reductions ({config.data.name}: {hw}x{hw} images)")
@@ -128,6 +171,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 def build_network(config, space, arch, num_classes: int):
   kwargs = dict(config.network)
   fixed = tuple(int(v) for v in arch)
+  if config.space == "nasnet":
+    text = (config.get("arch") or "").strip()
+    concat = nasnet_space.named(text)[2] if text in nasnet_space.NAMED else None
+    return nasnet.NASNet(num_classes=num_classes, fixed_arch=fixed,
+                         fixed_concat=concat,
+                         num_blocks=space.num_decisions // 10, **kwargs)
   if config.space == "enas_micro":
     kwargs["num_nodes"] = space.num_decisions // 8
   else:
