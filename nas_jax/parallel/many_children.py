@@ -46,13 +46,14 @@ def check_divisible(children_per_round: int, num_devices: int,
   """
   if children_per_round % num_devices:
     lower = children_per_round // num_devices * num_devices
+    examples = " or ".join(str(v) for v in (lower, lower + num_devices) if v)
     raise ValueError(
         f"{field} = {children_per_round} is not divisible by the "
         f"{num_devices} devices that each train one child at a time; use a "
-        f"multiple of {num_devices} (e.g. {lower or num_devices} or "
-        f"{lower + num_devices}), or run on a device count that divides it "
-        f"(XLA_FLAGS=--xla_force_host_platform_device_count=N on CPU), or "
-        f"turn per-device children off")
+        f"multiple of {num_devices} (e.g. {examples}), or run on a device "
+        f"count that divides it (XLA_FLAGS="
+        f"--xla_force_host_platform_device_count=N on CPU), or set "
+        f"--config.per_device_children=False")
 
 
 def global_array(x: Any, sharding: NamedSharding) -> jax.Array:

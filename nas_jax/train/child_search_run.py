@@ -29,7 +29,10 @@ from nas_jax.children import cell_net
 from nas_jax.data import augment as augment_lib
 from nas_jax.data import datasets
 from nas_jax.evaluators import train_from_scratch
+from nas_jax.controllers import make_controller
+from nas_jax.parallel import many_children
 from nas_jax.parallel import mesh as mesh_lib
+from nas_jax.parallel import replicas
 from nas_jax.spaces import registry
 from nas_jax.train import host_search
 from nas_jax.train import preemption
@@ -39,13 +42,17 @@ from nas_jax.train import workdir as workdir_lib
 SCHEMA: dict[str, cc.Rule] = {
     "run": cc.Choice(("train",), doc="the run kind (this module)"),
     "seed": cc.Int(0, 2**31 - 1, doc="seed of everything"),
-    "space": cc.Choice(("seed003_small", "seed003_large"),
+    "space": cc.Choice(tuple(cell_net._NETWORKS),  # pylint: disable=protected-access
                        doc="search space (a child network exists for it)"),
     "space_kwargs": cc.Dict(doc="arguments of the space's factory"),
     "algorithm": cc.Choice(tabular_run.ALGORITHMS, doc="search algorithm"),
     "num_rounds": cc.Int(1, 10**7, doc="rounds of batch_size children"),
     "data_parallel": cc.Bool(doc="shard each child's batches over the local "
                              "devices"),
+    "per_device_children": cc.Bool(
+        doc="every device (of every process) trains its own child and runs "
+        "a synchronous controller replica; the children per round must be "
+        "a multiple of the device count"),
     "checkpoint_every": cc.Int(1, 10**7, doc="rounds between checkpoints"),
     "keep": cc.Int(2, 10**6, doc="checkpoints kept"),
     "data.name": cc.Choice(("digits", "mnist", "fashion_mnist", "cifar10"),
@@ -84,6 +91,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     ValueError: naming the dotted field, its allowed range and the value.
   """
   cc.check(config, SCHEMA, extra=[cc.algorithm_cross_checks])
+  if config.get("data_parallel") and config.get("per_device_children"):
+    raise ValueError("data_parallel and per_device_children are both True; "
+                     "a device either trains its own child or a shard of "
+                     "every child's batch: set one of them to False")
   space = registry.get(config.space, **config.get("space_kwargs", {}))
   try:
     tabular_run.build_algorithm(config, space)
@@ -121,16 +132,50 @@ def build_trainer(config: ml_collections.ConfigDict):
   return space, dataset, trainer
 
 
+def per_device(config: ml_collections.ConfigDict, space, trainer, algo):
+  """Many children at once: the evaluator trains one child per device of
+  the mesh over every process's devices, and the algorithm runs as
+  synchronous replicas on the same mesh (``nas_jax.parallel``)."""
+  mesh = mesh_lib.make_mesh()
+  many_children.check_divisible(
+      algo.batch_size, mesh_lib.data_size(mesh),
+      f"{config.algorithm}.batch_size (children per round)")
+  controller = reinforce = None
+  if config.algorithm in ("reinforce", "ppo"):
+    controller = make_controller(space, **config.controller)
+  if config.algorithm == "reinforce":
+    reinforce = dict(config.reinforce)
+  logging.info("per-device children: %s; %d children per round, %d per "
+               "device", mesh_lib.process_info(), algo.batch_size,
+               algo.batch_size // mesh_lib.data_size(mesh))
+  evaluator = many_children.PerDeviceEvaluator(trainer, mesh)
+  algo = replicas.synchronous_replicas(algo, mesh, controller=controller,
+                                       reinforce=reinforce)
+  return evaluator, algo
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   check_config(config)
+  if config.get("per_device_children"):
+    # Needs the devices of every process (after jax.distributed started), so
+    # it is checked here rather than in check_config.
+    many_children.check_divisible(
+        tabular_run.build_algorithm(
+            config, registry.get(config.space, **config.get(
+                "space_kwargs", {}))).batch_size,
+        jax.device_count(),
+        f"{config.algorithm}.batch_size (children per round)")
   workdir = pathlib.Path(workdir)
   workdir_lib.check_identity(workdir, config, safe=SAFE_FIELDS,
                              grow_only=GROW_FIELDS)
   workdir_lib.record(workdir, config, safe=SAFE_FIELDS)
   logging.info("loading data set %r", config.data.name)
   space, dataset, trainer = build_trainer(config)
-  evaluator = train_from_scratch.TrainFromScratchEvaluator(trainer)
   algo = tabular_run.build_algorithm(config, space)
+  if config.get("per_device_children"):
+    evaluator, algo = per_device(config, space, trainer, algo)
+  else:
+    evaluator = train_from_scratch.TrainFromScratchEvaluator(trainer)
   logging.info("%s on %s (%d train / %d val images %s): %s, %d rounds x %d "
                "children, %d epoch(s) each", space.name, dataset.name,
                len(dataset.train_labels), len(dataset.val_labels),
@@ -208,7 +253,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
           on_round=on_round, checkpointer=ckpt,
           checkpoint_every=config.get("checkpoint_every", 1), guard=guard,
           nonfinite=config.get("nonfinite_reward", "skip"),
-          on_restore=on_restore, extra_meta=totals)
+          on_restore=on_restore, extra_meta=totals,
+          jit=not config.get("per_device_children"))
   finally:
     if history is not None:
       history.close()
