@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nas_jax.children import nasrl_cnn
 from nas_jax.children import ops as ops_lib
 from nas_jax.spaces import seed003
 
@@ -217,6 +218,7 @@ class BranchingCellNet(nn.Module):
 _NETWORKS = {
     "seed003_small": ChainCellNet,
     "seed003_large": BranchingCellNet,
+    "nasrl": nasrl_cnn.NasrlCNN,
 }
 
 
