@@ -26,6 +26,7 @@ from nas_jax import metrics as metrics_lib
 from nas_jax import viz
 from nas_jax.algorithms import base as algo_base
 from nas_jax.children import cell_net
+from nas_jax.children import nasrl_cnn
 from nas_jax.data import augment as augment_lib
 from nas_jax.data import datasets
 from nas_jax.evaluators import train_from_scratch
@@ -66,6 +67,13 @@ SCHEMA: dict[str, cc.Rule] = {
     "data.cutout": cc.Int(0, 1024, doc="cutout size with cifar augmentation"),
     "network.num_cells": cc.Int(1, 64, doc="cells in a child"),
     "network.channels": cc.Int(1, 4096, doc="channels of a child's cells"),
+    "network.num_layers": cc.Int(1, 64, doc="NAS-RL: conv layers (= "
+                                 "space_kwargs.num_layers)"),
+    "network.search_strides": cc.Bool(doc="NAS-RL: layers choose a stride "
+                                      "(= space_kwargs.search_strides)"),
+    "network.skip_connections": cc.Bool(doc="NAS-RL: learned skip "
+                                        "connections (= space_kwargs."
+                                        "skip_connections)"),
     "child.epochs": cc.Int(1, 10**5, doc="training epochs per child"),
     "child.batch_size": cc.Int(1, 10**6, doc="child training batch"),
     "child.learning_rate": cc.Float(gt=0, doc="child learning rate (cosine "
@@ -104,6 +112,30 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     cell_net.make_network(config.space, num_classes=10, **config.network)
   except (TypeError, ValueError) as e:
     raise ValueError(f"config.network: {e}") from None
+  if config.space == "nasrl":
+    _check_nasrl(config)
+
+
+# Image height of each data set, so a config is checked without loading it.
+_IMAGE_SIZE = {"digits": 8, "mnist": 28, "fashion_mnist": 28, "cifar10": 32}
+
+
+def _check_nasrl(config: ml_collections.ConfigDict) -> None:
+  """The NAS-RL network must match its space, and no code of the space
+  may shrink the images below one pixel (Zoph & Le 2017, Sec. 3.1)."""
+  kwargs = dict(config.get("space_kwargs", {}))
+  for name in ("num_layers", "search_strides", "skip_connections"):
+    if name in config.network and config.network[name] != kwargs.get(
+        name, config.network[name]):
+      raise ValueError(
+          f"network.{name} = {config.network[name]!r} differs from "
+          f"space_kwargs.{name} = {kwargs[name]!r}; the child network must "
+          f"have the space's layout: set both to the same value")
+  size = _IMAGE_SIZE[config.data.name]
+  nasrl_cnn.check_image_size(
+      (size, size), kwargs.get("num_layers", 6),
+      kwargs.get("search_strides", True),
+      what=f"space_kwargs (data.name={config.data.name!r})")
 
 
 def build_trainer(config: ml_collections.ConfigDict):
