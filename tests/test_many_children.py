@@ -251,7 +251,12 @@ NASRL_ARGS = ["--config=experiments/configs/nasrl_cifar.py:tiny",
               "--config.reinforce.batch_size=8"]  # one child per device
 
 
+_CACHE = {}  # the module's compilation cache: later runs load, not compile
+
+
 def _start(args, workdir, log, num_devices=8, **env):
+  if "dir" in _CACHE:
+    env.setdefault("NAS_JAX_COMPILE_CACHE", _CACHE["dir"])
   return subprocess.Popen(
       [sys.executable, "experiments/main.py", f"--workdir={workdir}", *args],
       cwd=ROOT, env=_env(num_devices, **env), stdout=log,
@@ -288,6 +293,7 @@ def _same_controller(mets, ref):
 @pytest.fixture(scope="module")
 def nasrl_reference(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("nasrl_ref")
+  _CACHE["dir"] = str(tmp_path_factory.mktemp("compile_cache"))
   log = workdir.with_name(workdir.name + ".log")
   with open(log, "w") as f:
     _finish(_start(NASRL_ARGS, workdir / "run", f), log)
