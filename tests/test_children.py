@@ -338,8 +338,8 @@ def test_train_step_updates_params_and_batch_stats(trained):
 
 
 def test_network_errors():
-  with pytest.raises(ValueError, match="nasnet.*seed003_small"):
-    cell_net.make_network("nasnet")
+  with pytest.raises(ValueError, match="darts.*seed003_small.*nasnet"):
+    cell_net.make_network("darts")
   net = cell_net.make_network("seed003_small", num_cells=1, channels=C)
   with pytest.raises(ValueError, match=r"shape \(2,\)"):
     net.init(jax.random.key(0), _x((1, 8, 8, 1)), jnp.zeros(6, jnp.int32),

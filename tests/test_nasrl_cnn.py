@@ -144,6 +144,9 @@ def test_padded_child_equals_static_child(search_strides):
     for a, b in zip(jax.tree.leaves(g_cut["batch_stats"]),
                     jax.tree.leaves(sstats)):
       np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+    # The child's own parameter count, from the padded parameters.
+    assert cell_net.child_param_count(space, variables["params"], arch) == (
+        sum(np.size(v) for v in jax.tree.leaves(sv["params"])))
     # Weights outside the child get no gradient.
     child = nasrl_cnn.decode(arch, n_layers, search_strides, True, hw)
     k0 = np.asarray(grads["layer0_kernel"])

@@ -219,7 +219,14 @@ _NETWORKS = {
     "seed003_small": ChainCellNet,
     "seed003_large": BranchingCellNet,
     "nasrl": nasrl_cnn.NasrlCNN,
+    "nasnet": lambda **kw: _nasnet().NASNet(**kw),
 }
+
+
+def _nasnet():
+  # children/nasnet.py builds on this module: imported when first used.
+  from nas_jax.children import nasnet  # pylint: disable=g-import-not-at-top
+  return nasnet
 
 
 def make_network(space_name: str, **kwargs: Any) -> nn.Module:
@@ -247,7 +254,13 @@ def child_param_count(space, params, arch) -> int:
   A network holds the weights of all candidates of each ``SwitchOp`` (as
   ``ops_<k>``); only the chosen one belongs to the child. A switch named
   ``op1`` / ``node2`` reads the decision of that name (or ``node2/op``).
+  The ``nasrl`` and ``nasnet`` networks count their own (padded kernels,
+  concatenation widths).
   """
+  if space.name == "nasrl":
+    return nasrl_cnn.child_param_count(space, params, arch)
+  if space.name == "nasnet":
+    return _nasnet().child_param_count(space, params, arch)
   arch = space.validate(arch)
   index = {d.name: t for t, d in enumerate(space.decisions)}
 

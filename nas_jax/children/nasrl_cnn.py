@@ -384,3 +384,24 @@ def static_variables(network: NasrlCNN, variables: Any, arch: Any,
   out["params"]["classifier"] = {"kernel": np.asarray(cls["kernel"])[rows],
                                  "bias": np.asarray(cls["bias"])}
   return out
+
+
+def child_param_count(space, params: Any, arch: Any) -> int:
+  """Parameters of child ``arch`` (what its static network has) from the
+  padded network's ``params``; the sizes come from the space and the
+  parameter shapes, so no image is needed."""
+  arch = space.validate(arch)
+  names = [d.name for d in space.decisions]
+  num_layers = sum(1 for n in names if n.endswith("/filter_height"))
+  search_strides = any(n.endswith("/stride") for n in names)
+  skips = any("/skip_from" in n for n in names)
+  child = decode(arch, num_layers, search_strides, skips)
+  image_channels = np.shape(params["layer0_kernel"])[2]
+  num_classes = np.shape(params["classifier"]["bias"])[0]
+  total = 0
+  for i in range(num_layers):
+    cin = sum(child.filters[j] for j in child.inputs[i]) or image_channels
+    total += child.height[i] * child.width[i] * cin * child.filters[i]
+    total += 2 * child.filters[i]  # BN scale and bias
+  features = sum(child.filters[j] for j in child.loose)
+  return int(total + features * num_classes + num_classes)

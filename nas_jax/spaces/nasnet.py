@@ -45,3 +45,39 @@ def space(num_blocks: int = 5) -> base.SearchSpace:
   decisions, init_anchors = cells.two_input_cells(
       "block", num_blocks, OPS, OP_GROUP, COMBINE, COMBINE_GROUP)
   return base.SearchSpace("nasnet", decisions, init_anchors)
+
+
+# NASNet-A (Zoph et al. 2018, Fig. 4), wired as the authors' released model
+# (TF-slim ``nasnet_utils.py``, ``NasNetANormalCell`` /
+# ``NasNetAReductionCell``). Per block: input_a, input_b, op_a, op_b,
+# combine; input 0 is h_{i-1}, 1 is h_i, 2 + b is block b. Every block adds.
+_I, _AVG3, _MAX3 = OPS.index("identity"), OPS.index("avg_pool_3x3"), \
+    OPS.index("max_pool_3x3")
+_SEP3, _SEP5, _SEP7 = (OPS.index(f"sep_conv_{k}x{k}") for k in (3, 5, 7))
+NASNET_A_NORMAL = ((0, 1, _SEP5, _SEP3, 0), (1, 1, _SEP5, _SEP3, 0),
+                   (0, 1, _AVG3, _I, 0), (1, 1, _AVG3, _AVG3, 0),
+                   (0, 0, _SEP3, _I, 0))
+NASNET_A_REDUCE = ((0, 1, _SEP5, _SEP7, 0), (0, 1, _MAX3, _SEP7, 0),
+                   (0, 1, _AVG3, _SEP5, 0), (3, 2, _I, _AVG3, 0),
+                   (2, 0, _SEP3, _MAX3, 0))
+# The states the released cells concatenate as their output (slots as
+# above). The paper's rule -- concatenate the blocks no block reads -- would
+# give (2, ..., 6) and (4, 5, 6); the released model also concatenates h_i
+# in the normal cell (6 F channels: "6 @ 768" has F = 768 / 6 / 4 = 32
+# filters in the first stage) and block 1 in the reduction cell.
+NASNET_A_CONCAT = ((1, 2, 3, 4, 5, 6), (3, 4, 5, 6))
+
+NAMED = ("nasnet_a",)
+
+
+def named(name: str):
+  """``(space, arch, concat)`` of a published architecture (``"nasnet_a"``):
+  ``concat`` lists the states each cell (normal, reduction) concatenates,
+  or None for the paper's rule (for ``NASNet(fixed_concat=...)``)."""
+  if name != "nasnet_a":
+    raise base.InvalidArchitectureError(
+        f"unknown named architecture {name!r}; known: {', '.join(NAMED)}")
+  s = space(5)
+  codes = [v for cell in (NASNET_A_NORMAL, NASNET_A_REDUCE) for block in cell
+           for v in block]
+  return s, s.validate(codes), NASNET_A_CONCAT

@@ -4,11 +4,13 @@ stand-alone network (Pham et al. 2018, Sec. 3.2: the derived cell or network
 
 ``config.arch`` is the architecture's one-line text (``best.json``'s
 ``text``, e.g. ``"0,1,2,..."``) or a published name
-(``nas_jax.spaces.enas.NAMED``). The network is built with fixed ops
-(``enas_cnn.MicroNet`` / ``MacroNet`` with ``fixed_arch``: no switch, only
-the chosen ops exist), sized ``N @ F`` (``network.num_cells`` normal cells per
-stage, ``network.channels`` filters), and trained with the final recipe of
-the authors' ``cifar10_micro_final.sh``: Nesterov SGD on the SGDR cosine
+(``nas_jax.spaces.enas.NAMED``, ``nas_jax.spaces.nasnet.NAMED``). The network
+is built with fixed ops (``enas_cnn.MicroNet`` / ``MacroNet`` or
+``nasnet.NASNet`` with ``fixed_arch``: no switch, only the chosen ops exist),
+sized ``N @ F`` (``network.num_cells`` normal cells per stage and
+``network.channels`` filters, or for NASNet ``network.penultimate_filters``,
+the paper's ``F``; ``experiments/configs/nasnet_retrain.py``), and trained
+with the final recipe of the authors' ``cifar10_micro_final.sh``: Nesterov SGD on the SGDR cosine
 schedule, L2, gradient clipping, cutout (``data.cutout``),
 ScheduledDropPath (the drop rate grows linearly from 0 to
 ``train.drop_path``; Zoph et al. 2018, Sec. 4.1) and the auxiliary head
@@ -38,14 +40,26 @@ from nas_jax import checkpoint as checkpoint_lib
 from nas_jax import metrics as metrics_lib
 from nas_jax import viz
 from nas_jax.children import enas_cnn
+from nas_jax.children import nasnet
 from nas_jax.data import datasets
 from nas_jax.data import pipeline
 from nas_jax.evaluators.train_from_scratch import ChildState
 from nas_jax.spaces import base as spaces_base
 from nas_jax.spaces import enas as enas_space
+from nas_jax.spaces import nasnet as nasnet_space
 from nas_jax.spaces import registry
 from nas_jax.train import enas_run
 from nas_jax.train import preemption
+
+SPACES = enas_run.SPACES + ("nasnet",)
+NAMED = enas_space.NAMED + nasnet_space.NAMED
+
+
+def _named(text: str):
+  """``(space, arch)`` of a published architecture."""
+  if text in nasnet_space.NAMED:
+    return nasnet_space.named(text)[:2]
+  return enas_space.named(text)
 
 
 def parse_arch(config) -> tuple[spaces_base.SearchSpace, np.ndarray]:
@@ -54,14 +68,14 @@ def parse_arch(config) -> tuple[spaces_base.SearchSpace, np.ndarray]:
   if not text:
     raise spaces_base.InvalidArchitectureError(
         "arch is empty; pass --config.arch='<text>' with the 'text' of a "
-        f"run's best.json, or a published name ({', '.join(enas_space.NAMED)})")
-  if text in enas_space.NAMED:
-    space, arch = enas_space.named(text)
+        f"run's best.json, or a published name ({', '.join(NAMED)})")
+  if text in NAMED:
+    space, arch = _named(text)
     if space.name != config.space:
       raise spaces_base.InvalidArchitectureError(
           f"arch {text!r} belongs to space {space.name!r}, but space is "
-          f"{config.space!r}; set --config.space={space.name} (or use the "
-          f"'{space.name.split('_')[1]}' variant)")
+          f"{config.space!r}; set --config.space={space.name} (or use "
+          f"{'nasnet_retrain.py' if space.name == 'nasnet' else 'the ' + repr(space.name.split('_')[1]) + ' variant'})")
     return space, arch
   space = registry.get(config.space, **config.get("space_kwargs", {}))
   try:
@@ -71,7 +85,7 @@ def parse_arch(config) -> tuple[spaces_base.SearchSpace, np.ndarray]:
         f"arch does not belong to space {space.name!r} with space_kwargs "
         f"{dict(config.get('space_kwargs', {}))}: {e}. Pass the 'text' line "
         f"of a best.json from a search over the same space (and the same "
-        f"space_kwargs), or a published name ({', '.join(enas_space.NAMED)})"
+        f"space_kwargs), or a published name ({', '.join(NAMED)})"
     ) from None
 
 
@@ -82,9 +96,8 @@ def _macro_layers(space) -> int:
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Cheap checks: the arch string, sizes, the recipe's ranges."""
-  if config.space not in enas_run.SPACES:
-    raise ValueError(f"space must be one of {enas_run.SPACES}, got "
-                     f"{config.space!r}")
+  if config.space not in SPACES:
+    raise ValueError(f"space must be one of {SPACES}, got {config.space!r}")
   space, arch = parse_arch(config)
   tr = config.train
   for f in ("epochs", "batch_size"):
@@ -100,7 +113,17 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"data.name must be one of {datasets.NAMES}, got "
                      f"{config.data.name!r}")
   hw = enas_run.IMAGE_HW[config.data.name]
-  if config.space == "enas_micro":
+  if config.space == "nasnet":
+    try:
+      net = build_network(config, space, arch, 10)
+    except TypeError as e:
+      raise ValueError(f"config.network: {e}") from None
+    nasnet.check_sizes(net)
+    stem = 3 if net.stem == "imagenet" else 0
+    enas_cnn.check_image_size(
+        (hw, hw), net.num_reductions + stem,
+        f"network.num_reductions ({config.data.name}: {hw}x{hw} images)")
+  elif config.space == "enas_micro":
     enas_cnn.check_image_size(
         (hw, hw), config.network.get("num_reductions", 2),
         f"network.num_reductions ({config.data.name}: {hw}x{hw} images)")
@@ -113,6 +136,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 def build_network(config, space, arch, num_classes: int):
   kwargs = dict(config.network)
   fixed = tuple(int(v) for v in arch)
+  if config.space == "nasnet":
+    text = (config.get("arch") or "").strip()
+    concat = nasnet_space.named(text)[2] if text in nasnet_space.NAMED else None
+    return nasnet.NASNet(num_classes=num_classes, fixed_arch=fixed,
+                         fixed_concat=concat,
+                         num_blocks=space.num_decisions // 10, **kwargs)
   if config.space == "enas_micro":
     kwargs["num_nodes"] = space.num_decisions // 8
   else:
