@@ -118,31 +118,29 @@ def main():
       f"setup:   seed003_small children (2 cells of 8 channels), digits, "
       f"{max_train} train / 200 val images, 1 epoch; median of {repeats} "
       f"groups of K new children after a warm-up group"])
-  rows = []
-  solo = None
-  for k in counts:
-    r = _result([_start(k, (repeats, max_train, int(k == 1)))])
-    if k == 1:
-      solo = r["solo_s"]
-    rows.append((f"1 x {k}", r))
+  head = ("processes x devices", "first group s (compile)", "group s",
+          "children/s", "vs one by one")
+  print(" | ".join(head), flush=True)
+  ref = None
+  runs = [(f"1 x {k}", lambda k=k: [_start(k, (repeats, max_train,
+                                              int(k == 1)))])
+          for k in counts]
   if not args.quick:
     port = _free_port()
-    procs = [_start(4, (repeats, max_train, 0),
-                    JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                    JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i))
-             for i in range(2)]
-    rows.append(("2 x 4", _result(procs)))
-  table = []
-  ref = 1.0 / solo
-  table.append(("one by one (ChildTrainer)", "-", f"{solo:.3f}",
-                f"{ref:.2f}", "1.00"))
-  for name, r in rows:
+    runs.append(("2 x 4", lambda: [
+        _start(4, (repeats, max_train, 0),
+               JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+               JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i))
+        for i in range(2)]))
+  for name, start in runs:  # a row as soon as it is measured
+    r = _result(start())
+    if ref is None:
+      ref = 1.0 / r["solo_s"]
+      print(f"one by one (ChildTrainer) | - | {r['solo_s']:.3f} | "
+            f"{ref:.2f} | 1.00", flush=True)
     rate = r["devices"] / r["group_s"]
-    table.append((f"per device, {name} devices", f"{r['first_s']:.1f}",
-                  f"{r['group_s']:.3f}", f"{rate:.2f}", f"{rate / ref:.2f}"))
-  print(common.text_table(
-      ("processes x devices", "first group s (compile)", "group s",
-       "children/s", "vs one by one"), table))
+    print(f"per device, {name} | {r['first_s']:.1f} | {r['group_s']:.3f} | "
+          f"{rate:.2f} | {rate / ref:.2f}", flush=True)
 
 
 def _free_port() -> int:

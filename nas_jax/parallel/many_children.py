@@ -144,9 +144,12 @@ class PerDeviceChildTrainer:
   def _num_params(self, arch: np.ndarray) -> int:
     """The child's own parameter count, from the (shared) parameter shapes."""
     if self._abstract_params is None:
-      self._abstract_params = jax.eval_shape(
+      shapes = jax.eval_shape(
           self.trainer._init_impl,  # pylint: disable=protected-access
           jax.random.key(0), jnp.asarray(arch)).params
+      # Host zeros of the right shapes: some counts slice the kernels.
+      self._abstract_params = jax.tree.map(
+          lambda s: np.zeros(s.shape, s.dtype), shapes)
     return cell_net.child_param_count(self.space, self._abstract_params, arch)
 
   def train_and_evaluate(self, archs: Sequence[np.ndarray]

@@ -74,6 +74,10 @@ SCHEMA: dict[str, cc.Rule] = {
     "network.skip_connections": cc.Bool(doc="NAS-RL: learned skip "
                                         "connections (= space_kwargs."
                                         "skip_connections)"),
+    "network.num_blocks": cc.Int(1, 64, doc="NASNet: blocks per cell, B (= "
+                                 "space_kwargs.num_blocks)"),
+    "network.num_reductions": cc.Int(0, 16, doc="NASNet: reduction cells "
+                                     "(each halves the image)"),
     "child.epochs": cc.Int(1, 10**5, doc="training epochs per child"),
     "child.batch_size": cc.Int(1, 10**6, doc="child training batch"),
     "child.learning_rate": cc.Float(gt=0, doc="child learning rate (cosine "
@@ -114,23 +118,47 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.network: {e}") from None
   if config.space == "nasrl":
     _check_nasrl(config)
+  if config.space == "nasnet":
+    _check_nasnet(config)
 
 
 # Image height of each data set, so a config is checked without loading it.
 _IMAGE_SIZE = {"digits": 8, "mnist": 28, "fashion_mnist": 28, "cifar10": 32}
 
 
-def _check_nasrl(config: ml_collections.ConfigDict) -> None:
-  """The NAS-RL network must match its space, and no code of the space
-  may shrink the images below one pixel (Zoph & Le 2017, Sec. 3.1)."""
+def _check_same(config: ml_collections.ConfigDict, names) -> None:
+  """The child network must have the space's layout."""
   kwargs = dict(config.get("space_kwargs", {}))
-  for name in ("num_layers", "search_strides", "skip_connections"):
-    if name in config.network and config.network[name] != kwargs.get(
-        name, config.network[name]):
+  for name in names:
+    if name in config.network and name in kwargs and (
+        config.network[name] != kwargs[name]):
       raise ValueError(
           f"network.{name} = {config.network[name]!r} differs from "
           f"space_kwargs.{name} = {kwargs[name]!r}; the child network must "
           f"have the space's layout: set both to the same value")
+
+
+def _check_nasnet(config: ml_collections.ConfigDict) -> None:
+  """NASNet (Zoph et al. 2018): cells of the space's B blocks, and enough
+  pixels for the reductions."""
+  _check_same(config, ("num_blocks",))
+  from nas_jax.children import nasnet  # pylint: disable=g-import-not-at-top
+  nasnet.check_sizes(cell_net.make_network("nasnet", num_classes=10,
+                                           **config.network))
+  size = _IMAGE_SIZE[config.data.name]
+  reductions = config.network.get("num_reductions", 2)
+  if 2 ** reductions > size:
+    raise ValueError(
+        f"network.num_reductions = {reductions} halves the {size}x{size} "
+        f"images of data.name={config.data.name!r} below 1 pixel; use at "
+        f"most {int(np.log2(size))}")
+
+
+def _check_nasrl(config: ml_collections.ConfigDict) -> None:
+  """The NAS-RL network must match its space, and no code of the space
+  may shrink the images below one pixel (Zoph & Le 2017, Sec. 3.1)."""
+  kwargs = dict(config.get("space_kwargs", {}))
+  _check_same(config, ("num_layers", "search_strides", "skip_connections"))
   size = _IMAGE_SIZE[config.data.name]
   nasrl_cnn.check_image_size(
       (size, size), kwargs.get("num_layers", 6),
