@@ -20,6 +20,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = {
     "nasbench201.py": tabular_run,
     "seed003_digits.py": child_search_run,
+    "nasrl_cifar.py": child_search_run,
+    "nasnet_cifar.py": child_search_run,
 }
 CASES_PER_CONFIG = 240
 
