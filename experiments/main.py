@@ -223,7 +223,10 @@ def main(argv):
   logging.info("starting JAX")
   import jax
   from nas_jax.parallel import mesh as mesh_lib
-  mesh_lib.initialize_distributed()
+  try:
+    mesh_lib.initialize_distributed()
+  except RuntimeError as e:  # an unreachable coordinator, a bad process id
+    _fail(str(e))
   logging.info("%s", mesh_lib.process_info())
   if jax.process_count() > 1 and jax.process_index() > 0:
     # Every process runs the same seeded search; only process 0 writes the

@@ -3,7 +3,9 @@
 # given. This is JAX's single-process multi-device model: jax.devices() lists
 # every local GPU, and the run places children and data on a
 # jax.sharding.Mesh over them (jit + NamedSharding / shard_map). Do not start
-# one process per GPU. Installs nothing: run it inside the environment where
+# one process per GPU. --config.per_device_children=True trains one child
+# per GPU at once (launch/multi_host.sh: several hosts). Installs nothing:
+# run it inside the environment where
 # `pip install -e .` (with a CUDA jax, e.g. `pip install 'jax[cuda12]'`) was
 # done.
 #

@@ -72,8 +72,9 @@
 # metadata), after which jax.devices() lists the chips of all hosts. Every
 # process runs the same seeded search; process 0 writes WORKDIR and process
 # i > 0 writes WORKDIR/process_i, so no two processes write one file.
-# (Data-parallel child training across hosts is not supported yet: the mesh
-# of a run spans the local devices of its host.)
+# The mesh spans every host's chips: with --config.per_device_children=True
+# every chip of the pod trains its own child at once and runs a synchronous
+# controller replica (launch/multi_host.sh starts the same on other clusters).
 #
 # Preemption and resuming: on preemption or maintenance the workers get
 # SIGTERM; the run then writes a checkpoint to WORKDIR and exits. Re-running

@@ -84,11 +84,24 @@ class Checkpointer:
     self.unreadable_directory = self.directory.with_name(
         "checkpoints_unreadable")
     self.required_meta = tuple(required_meta)
+    options = {"max_to_keep": max_to_keep,
+               "enable_async_checkpointing": False, "create": True,
+               **self._own_process_options()}
     self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, enable_async_checkpointing=False,
-            create=True))
+        self.directory, options=ocp.CheckpointManagerOptions(**options))
+
+  def _own_process_options(self) -> dict:
+    """In a multi-process job each process checkpoints its own copy of the
+    (replicated) search state into its own workdir, on its own: orbax would
+    otherwise let only process 0 write and synchronise the others with it."""
+    if jax.process_count() == 1:
+      return {}
+    i = jax.process_index()
+    self.directory.mkdir(parents=True, exist_ok=True)
+    return {"create": False,
+            "multiprocessing_options": ocp.options.MultiprocessingOptions(
+                primary_host=i, active_processes={i},
+                barrier_sync_key_prefix=f"process_{i}")}
 
   def steps(self) -> list[int]:
     self._manager.reload()

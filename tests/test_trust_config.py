@@ -26,6 +26,8 @@ CONFIGS = {
     "enas_retrain.py": retrain,
     "enas_ptb.py": enas_ptb_run,
     "nasrl_ptb.py": nasrl_ptb_run,
+    "nasrl_cifar.py": child_search_run,
+    "nasnet_cifar.py": child_search_run,
 }
 CASES_PER_CONFIG = 240
 

@@ -27,6 +27,7 @@ def get_config(variant: str = "ppo") -> ml_collections.ConfigDict:
   c.algorithm = "ppo" if variant == "large" else variant
   c.num_rounds = 12
   c.data_parallel = False  # shard each child's batches over local devices
+  c.per_device_children = False  # each device trains its own child
   c.checkpoint_every = 1  # rounds; a killed run resumes after the last one
   c.keep = 3              # checkpoints kept in <workdir>/checkpoints
   c.nonfinite_reward = "skip"  # a NaN/inf reward: "skip" the update or "error"

@@ -60,6 +60,9 @@ def sample_per_device(controller: lstm_policy.Controller, mesh: Mesh,
 
   def per_device(params, key):
     key = jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))
+    # Device-varying params, so a scanned rollout's carry (from the params)
+    # and its per-step outputs (from the device's key) have one type.
+    params = jax.lax.pcast(params, DATA_AXIS, to="varying")
     keys = jax.random.split(key, num_per_device)
     return jax.vmap(controller.sample, (None, 0))(params, keys)
 

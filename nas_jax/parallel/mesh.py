@@ -14,6 +14,8 @@ processes.
 from __future__ import annotations
 
 import os
+import socket
+import time
 from typing import Any, Sequence
 
 import jax
@@ -29,6 +31,9 @@ AXES = (DATA_AXIS, MODEL_AXIS)
 # Set once this module has started the distributed runtime (or found it
 # started), so repeated calls are cheap no-ops.
 _DISTRIBUTED_STARTED = False
+# Seconds a process waits for the others (JAX's default is 300); override
+# with NAS_JAX_INIT_TIMEOUT.
+DEFAULT_INIT_TIMEOUT = 120
 
 
 def make_mesh(data: int = -1, model: int = 1,
@@ -225,18 +230,94 @@ def initialize_distributed(coordinator_address: str | None = None,
       logging.info("single process (no multi-host launcher detected); "
                    "jax.distributed not initialised")
       return False
-  logging.info("initialising jax.distributed (%s)", reason)
+  # A plain launch (launch/*.sh, tests) names the job in the environment:
+  # JAX reads JAX_COORDINATOR_ADDRESS itself, these two we pass on.
+  if num_processes is None and os.environ.get("JAX_NUM_PROCESSES"):
+    num_processes = _int_env("JAX_NUM_PROCESSES")
+  if process_id is None and os.environ.get("JAX_PROCESS_ID"):
+    process_id = _int_env("JAX_PROCESS_ID")
+  timeout = _int_env("NAS_JAX_INIT_TIMEOUT") or DEFAULT_INIT_TIMEOUT
+  address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+  # CPU devices of different processes talk through gloo (XLA's CPU
+  # collectives); without it a CPU mesh cannot span processes. GPUs and
+  # TPUs use their own collectives, so this changes nothing there.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  logging.info("initialising jax.distributed (%s; coordinator %s, %s "
+               "processes, this one %s, timeout %d s)", reason,
+               address or "auto", num_processes or "auto",
+               process_id if process_id is not None else "auto", timeout)
+  # JAX aborts the whole process (a C++ fatal error, no exception) when the
+  # coordinator cannot be reached, so check it first and fail clearly.
+  if address and process_id is not None:
+    _check_coordinator(address, process_id, timeout, reason)
   try:
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes,
-                               process_id=process_id)
-  except RuntimeError as e:
+                               process_id=process_id,
+                               initialization_timeout=timeout)
+  except Exception as e:  # pylint: disable=broad-except
+    # JAX raises several types (RuntimeError, XlaRuntimeError, ValueError).
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
     raise RuntimeError(
-        f"jax.distributed.initialize failed ({reason}): {e}. It must run "
-        "before any JAX computation, e.g. first thing in main().") from e
+        f"jax.distributed.initialize failed ({reason}; coordinator "
+        f"{address or 'auto-detected'}): {first}. Check that process 0 of "
+        f"the job runs and that its coordinator address host:port "
+        f"(JAX_COORDINATOR_ADDRESS, launch/*.sh --coordinator) is reachable "
+        f"from this machine and the port is free on process 0's host, that "
+        f"JAX_NUM_PROCESSES / JAX_PROCESS_ID are right, or wait longer with "
+        f"NAS_JAX_INIT_TIMEOUT=<seconds> (now {timeout}). It must run before "
+        f"any JAX computation, e.g. first thing in main().") from e
   _DISTRIBUTED_STARTED = True
   logging.info("jax.distributed initialised: %s", process_info())
   return True
+
+
+def _coordinator_fix(timeout: int) -> str:
+  return (f"Check that process 0 of the job runs and that the coordinator "
+          f"address host:port (JAX_COORDINATOR_ADDRESS, launch/*.sh "
+          f"--coordinator) is process 0's host and reachable from this "
+          f"machine, with the port free there; or wait longer with "
+          f"NAS_JAX_INIT_TIMEOUT=<seconds> (now {timeout})")
+
+
+def _check_coordinator(address: str, process_id: int, timeout: float,
+                       reason: str) -> None:
+  """Process 0 must be able to listen on ``address``; the others must reach
+  it within ``timeout`` seconds.
+
+  Raises:
+    RuntimeError: naming the address and the fix.
+  """
+  host, _, port = address.rpartition(":")
+  host = host.strip("[]")
+  if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    raise RuntimeError(f"coordinator address {address!r} ({reason}) is not "
+                       "host:port, e.g. 10.0.0.2:8476")
+  if process_id == 0:
+    try:
+      with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                         socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, int(port)))
+    except OSError as e:
+      raise RuntimeError(
+          f"process 0 cannot listen on the coordinator address {address} "
+          f"({reason}): {e}. Use a free port, and a host name or address of "
+          f"process 0's own machine. {_coordinator_fix(int(timeout))}"
+      ) from None
+    return
+  deadline = time.monotonic() + timeout
+  while True:
+    try:
+      with socket.create_connection((host, int(port)), timeout=2.0):
+        return
+    except OSError as e:
+      if time.monotonic() >= deadline:
+        raise RuntimeError(
+            f"process {process_id} could not reach the coordinator at "
+            f"{address} ({reason}) within {timeout:.0f} s: {e}. "
+            f"{_coordinator_fix(int(timeout))}") from None
+      time.sleep(0.5)
 
 
 def process_info() -> str:

@@ -26,10 +26,14 @@ from nas_jax import metrics as metrics_lib
 from nas_jax import viz
 from nas_jax.algorithms import base as algo_base
 from nas_jax.children import cell_net
+from nas_jax.children import nasrl_cnn
 from nas_jax.data import augment as augment_lib
 from nas_jax.data import datasets
 from nas_jax.evaluators import train_from_scratch
+from nas_jax.controllers import make_controller
+from nas_jax.parallel import many_children
 from nas_jax.parallel import mesh as mesh_lib
+from nas_jax.parallel import replicas
 from nas_jax.spaces import registry
 from nas_jax.train import host_search
 from nas_jax.train import preemption
@@ -39,13 +43,17 @@ from nas_jax.train import workdir as workdir_lib
 SCHEMA: dict[str, cc.Rule] = {
     "run": cc.Choice(("train",), doc="the run kind (this module)"),
     "seed": cc.Int(0, 2**31 - 1, doc="seed of everything"),
-    "space": cc.Choice(("seed003_small", "seed003_large"),
+    "space": cc.Choice(tuple(cell_net._NETWORKS),  # pylint: disable=protected-access
                        doc="search space (a child network exists for it)"),
     "space_kwargs": cc.Dict(doc="arguments of the space's factory"),
     "algorithm": cc.Choice(tabular_run.ALGORITHMS, doc="search algorithm"),
     "num_rounds": cc.Int(1, 10**7, doc="rounds of batch_size children"),
     "data_parallel": cc.Bool(doc="shard each child's batches over the local "
                              "devices"),
+    "per_device_children": cc.Bool(
+        doc="every device (of every process) trains its own child and runs "
+        "a synchronous controller replica; the children per round must be "
+        "a multiple of the device count"),
     "checkpoint_every": cc.Int(1, 10**7, doc="rounds between checkpoints"),
     "keep": cc.Int(2, 10**6, doc="checkpoints kept"),
     "data.name": cc.Choice(("digits", "mnist", "fashion_mnist", "cifar10"),
@@ -59,6 +67,17 @@ SCHEMA: dict[str, cc.Rule] = {
     "data.cutout": cc.Int(0, 1024, doc="cutout size with cifar augmentation"),
     "network.num_cells": cc.Int(1, 64, doc="cells in a child"),
     "network.channels": cc.Int(1, 4096, doc="channels of a child's cells"),
+    "network.num_layers": cc.Int(1, 64, doc="NAS-RL: conv layers (= "
+                                 "space_kwargs.num_layers)"),
+    "network.search_strides": cc.Bool(doc="NAS-RL: layers choose a stride "
+                                      "(= space_kwargs.search_strides)"),
+    "network.skip_connections": cc.Bool(doc="NAS-RL: learned skip "
+                                        "connections (= space_kwargs."
+                                        "skip_connections)"),
+    "network.num_blocks": cc.Int(1, 64, doc="NASNet: blocks per cell, B (= "
+                                 "space_kwargs.num_blocks)"),
+    "network.num_reductions": cc.Int(0, 16, doc="NASNet: reduction cells "
+                                     "(each halves the image)"),
     "child.epochs": cc.Int(1, 10**5, doc="training epochs per child"),
     "child.batch_size": cc.Int(1, 10**6, doc="child training batch"),
     "child.learning_rate": cc.Float(gt=0, doc="child learning rate (cosine "
@@ -84,6 +103,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     ValueError: naming the dotted field, its allowed range and the value.
   """
   cc.check(config, SCHEMA, extra=[cc.algorithm_cross_checks])
+  if config.get("data_parallel") and config.get("per_device_children"):
+    raise ValueError("data_parallel and per_device_children are both True; "
+                     "a device either trains its own child or a shard of "
+                     "every child's batch: set one of them to False")
   space = registry.get(config.space, **config.get("space_kwargs", {}))
   try:
     tabular_run.build_algorithm(config, space)
@@ -93,6 +116,54 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     cell_net.make_network(config.space, num_classes=10, **config.network)
   except (TypeError, ValueError) as e:
     raise ValueError(f"config.network: {e}") from None
+  if config.space == "nasrl":
+    _check_nasrl(config)
+  if config.space == "nasnet":
+    _check_nasnet(config)
+
+
+# Image height of each data set, so a config is checked without loading it.
+_IMAGE_SIZE = {"digits": 8, "mnist": 28, "fashion_mnist": 28, "cifar10": 32}
+
+
+def _check_same(config: ml_collections.ConfigDict, names) -> None:
+  """The child network must have the space's layout."""
+  kwargs = dict(config.get("space_kwargs", {}))
+  for name in names:
+    if name in config.network and name in kwargs and (
+        config.network[name] != kwargs[name]):
+      raise ValueError(
+          f"network.{name} = {config.network[name]!r} differs from "
+          f"space_kwargs.{name} = {kwargs[name]!r}; the child network must "
+          f"have the space's layout: set both to the same value")
+
+
+def _check_nasnet(config: ml_collections.ConfigDict) -> None:
+  """NASNet (Zoph et al. 2018): cells of the space's B blocks, and enough
+  pixels for the reductions."""
+  _check_same(config, ("num_blocks",))
+  from nas_jax.children import nasnet  # pylint: disable=g-import-not-at-top
+  nasnet.check_sizes(cell_net.make_network("nasnet", num_classes=10,
+                                           **config.network))
+  size = _IMAGE_SIZE[config.data.name]
+  reductions = config.network.get("num_reductions", 2)
+  if 2 ** reductions > size:
+    raise ValueError(
+        f"network.num_reductions = {reductions} halves the {size}x{size} "
+        f"images of data.name={config.data.name!r} below 1 pixel; use at "
+        f"most {int(np.log2(size))}")
+
+
+def _check_nasrl(config: ml_collections.ConfigDict) -> None:
+  """The NAS-RL network must match its space, and no code of the space
+  may shrink the images below one pixel (Zoph & Le 2017, Sec. 3.1)."""
+  kwargs = dict(config.get("space_kwargs", {}))
+  _check_same(config, ("num_layers", "search_strides", "skip_connections"))
+  size = _IMAGE_SIZE[config.data.name]
+  nasrl_cnn.check_image_size(
+      (size, size), kwargs.get("num_layers", 6),
+      kwargs.get("search_strides", True),
+      what=f"space_kwargs (data.name={config.data.name!r})")
 
 
 def build_trainer(config: ml_collections.ConfigDict):
@@ -121,16 +192,50 @@ def build_trainer(config: ml_collections.ConfigDict):
   return space, dataset, trainer
 
 
+def per_device(config: ml_collections.ConfigDict, space, trainer, algo):
+  """Many children at once: the evaluator trains one child per device of
+  the mesh over every process's devices, and the algorithm runs as
+  synchronous replicas on the same mesh (``nas_jax.parallel``)."""
+  mesh = mesh_lib.make_mesh()
+  many_children.check_divisible(
+      algo.batch_size, mesh_lib.data_size(mesh),
+      f"{config.algorithm}.batch_size (children per round)")
+  controller = reinforce = None
+  if config.algorithm in ("reinforce", "ppo"):
+    controller = make_controller(space, **config.controller)
+  if config.algorithm == "reinforce":
+    reinforce = dict(config.reinforce)
+  logging.info("per-device children: %s; %d children per round, %d per "
+               "device", mesh_lib.process_info(), algo.batch_size,
+               algo.batch_size // mesh_lib.data_size(mesh))
+  evaluator = many_children.PerDeviceEvaluator(trainer, mesh)
+  algo = replicas.synchronous_replicas(algo, mesh, controller=controller,
+                                       reinforce=reinforce)
+  return evaluator, algo
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   check_config(config)
+  if config.get("per_device_children"):
+    # Needs the devices of every process (after jax.distributed started), so
+    # it is checked here rather than in check_config.
+    many_children.check_divisible(
+        tabular_run.build_algorithm(
+            config, registry.get(config.space, **config.get(
+                "space_kwargs", {}))).batch_size,
+        jax.device_count(),
+        f"{config.algorithm}.batch_size (children per round)")
   workdir = pathlib.Path(workdir)
   workdir_lib.check_identity(workdir, config, safe=SAFE_FIELDS,
                              grow_only=GROW_FIELDS)
   workdir_lib.record(workdir, config, safe=SAFE_FIELDS)
   logging.info("loading data set %r", config.data.name)
   space, dataset, trainer = build_trainer(config)
-  evaluator = train_from_scratch.TrainFromScratchEvaluator(trainer)
   algo = tabular_run.build_algorithm(config, space)
+  if config.get("per_device_children"):
+    evaluator, algo = per_device(config, space, trainer, algo)
+  else:
+    evaluator = train_from_scratch.TrainFromScratchEvaluator(trainer)
   logging.info("%s on %s (%d train / %d val images %s): %s, %d rounds x %d "
                "children, %d epoch(s) each", space.name, dataset.name,
                len(dataset.train_labels), len(dataset.val_labels),
@@ -208,7 +313,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
           on_round=on_round, checkpointer=ckpt,
           checkpoint_every=config.get("checkpoint_every", 1), guard=guard,
           nonfinite=config.get("nonfinite_reward", "skip"),
-          on_restore=on_restore, extra_meta=totals)
+          on_restore=on_restore, extra_meta=totals,
+          jit=not config.get("per_device_children"))
   finally:
     if history is not None:
       history.close()

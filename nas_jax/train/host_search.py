@@ -248,7 +248,8 @@ def run(algorithm: algo_base.Algorithm,
         on_restore: Callable[[dict], None] | None = None,
         extra_meta: Callable[[], dict] | None = None,
         heartbeat_seconds: float = 20.0,
-        clock: Callable[[], float] = time.perf_counter) -> HostSearchResult:
+        clock: Callable[[], float] = time.perf_counter,
+        jit: bool = True) -> HostSearchResult:
   """Runs ``num_rounds`` rounds of ``algorithm.batch_size`` children each.
 
   With a ``checkpointer`` (``nas_jax.checkpoint.Checkpointer``) the
@@ -277,9 +278,12 @@ def run(algorithm: algo_base.Algorithm,
   if nonfinite not in ("skip", "error"):
     raise ValueError(f"nonfinite must be 'skip' or 'error', got {nonfinite!r}")
   k_init, k_loop = jax.random.split(key)
-  propose = jax.jit(algorithm.propose)
-  feedback = jax.jit(algorithm.feedback)
-  state = jax.jit(algorithm.init)(k_init)
+  # jit=False: the functions place and compile their own work (e.g. on a
+  # mesh spanning processes, nas_jax.parallel.replicas).
+  wrap = jax.jit if jit else (lambda f: f)
+  propose = wrap(algorithm.propose)
+  feedback = wrap(algorithm.feedback)
+  state = wrap(algorithm.init)(k_init)
   records: list[Record] = []
   start = 0
   meta: dict = {}
