@@ -99,7 +99,7 @@ def second_order_arch_grad(loss_fn: LossFn, params, model_state, alpha,
       w_virtual, alpha)
   # Eq. 8; the floor keeps eps finite when the gradient vanishes (then the
   # correction term is 0 anyway: w+ = w-).
-  eps = EPS_SCALE / jnp.maximum(optax.global_norm(dw), 1e-12)
+  eps = EPS_SCALE / jnp.maximum(optax.tree.norm(dw), 1e-12)
   g_plus = jax.grad(train_loss, argnums=1)(_tree_axpy(eps, dw, params), alpha)
   g_minus = jax.grad(train_loss, argnums=1)(_tree_axpy(-eps, dw, params),
                                             alpha)
@@ -163,8 +163,8 @@ def darts(loss_fn: LossFn, w_optimizer: optax.GradientTransformation,
                                                 state.params)
     params = optax.apply_updates(state.params, w_updates)
     metrics = {"train_loss": train_loss, "val_loss": val_loss,
-               "arch_grad_norm": optax.global_norm(g_alpha),
-               "weight_grad_norm": optax.global_norm(g_w)}
+               "arch_grad_norm": optax.tree.norm(g_alpha),
+               "weight_grad_norm": optax.tree.norm(g_w)}
     return DartsState(params, model_state, alpha, w_opt_state, a_opt_state,
                       state.step + 1), metrics
 

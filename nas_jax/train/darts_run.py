@@ -305,8 +305,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   alpha = darts_supernet.init_alpha(config.space, k_a,
                                     num_nodes=_num_nodes(config),
                                     scale=config.arch.init_scale)
-  variables = network.init(k_w, jnp.zeros((1, *dataset.image_shape)), alpha,
-                           False)
+  variables = jax.jit(network.init, static_argnums=3)(
+      k_w, jnp.zeros((1, *dataset.image_shape)), alpha, False)
   state = algo.init(variables["params"], variables.get("batch_stats", {}),
                     alpha)
   step_fn = jax.jit(algo.step)
