@@ -47,6 +47,7 @@ RUNS = {
     "retrain": "nas_jax.train.retrain",
     "enas_ptb": "nas_jax.train.enas_ptb_run",
     "nasrl_ptb": "nas_jax.train.nasrl_ptb_run",
+    "darts": "nas_jax.train.darts_run",
 }
 
 _CONFIG = config_flags.DEFINE_config_file(

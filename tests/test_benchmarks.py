@@ -32,6 +32,7 @@ CASES = [
     # The cache part spawns processes (slow); the binary's resume test
     # covers the cache.
     ("compile_time.py", ["--part", "unroll"], "sample unrolled"),
+    pytest.param("darts.py", [], "order 2: test acc", marks=NEEDS_TABLE),
 ]
 
 
