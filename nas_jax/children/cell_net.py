@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nas_jax.children import blockqnn_net
 from nas_jax.children import ops as ops_lib
 from nas_jax.spaces import seed003
 
@@ -217,6 +218,7 @@ class BranchingCellNet(nn.Module):
 _NETWORKS = {
     "seed003_small": ChainCellNet,
     "seed003_large": BranchingCellNet,
+    "blockqnn": blockqnn_net.BlockQNNNet,
 }
 
 
@@ -244,7 +246,8 @@ def child_param_count(space, params, arch) -> int:
 
   A network holds the weights of all candidates of each ``SwitchOp`` (as
   ``ops_<k>``); only the chosen one belongs to the child. A switch named
-  ``op1`` / ``node2`` reads the decision of that name (or ``node2/op``).
+  ``op1`` / ``node2`` / ``layer3`` reads the decision of that name (or
+  ``node2/op``, ``layer3/type``).
   """
   arch = space.validate(arch)
   index = {d.name: t for t, d in enumerate(space.decisions)}
@@ -253,7 +256,8 @@ def child_param_count(space, params, arch) -> int:
     if not isinstance(tree, Mapping):
       return int(np.prod(np.shape(tree)))
     if any(k.startswith("ops_") for k in tree):
-      t = index.get(name, index.get(f"{name}/op"))
+      t = index.get(name, index.get(f"{name}/op",
+                                    index.get(f"{name}/type")))
       if t is None:
         raise ValueError(f"switch {name!r} matches no decision of "
                          f"{space.name!r}")
