@@ -259,3 +259,67 @@ def child_costs(network, space, arch, image_shape) -> tuple[int, int]:
     params, flops = params + p, flops + f
   return (params + c * network.num_classes + network.num_classes,
           flops + c * network.num_classes)
+
+
+def history_costs(network, space, arch, image_shape) -> dict[str, int]:
+  """``{"params", "flops"}`` of a trained child for a history line; empty
+  when ``costs`` has no model of the network (so a history never fails for
+  want of one)."""
+  try:
+    params, flops = child_costs(network, space, arch, image_shape)
+  except ValueError:
+    return {}
+  return {"params": params, "flops": flops}
+
+
+def table_costs(space, archs) -> dict[str, np.ndarray]:
+  """``{"params", "flops"}`` arrays for ``archs [..., T]`` of a tabular
+  space with a cost model (NAS-Bench-201's network); else empty."""
+  if space.name != "nasbench201":
+    return {}
+  a = jnp.asarray(archs)
+  return {"params": np.asarray(nasbench201_params(a)),
+          "flops": np.asarray(nasbench201_flops(a))}
+
+
+def blockqnn_shaping(network, space, image_shape, *, mu: float = 0.5,
+                     rho: float = 0.5, flops_unit: float = 1e6):
+  """Block-QNN's early-stop reward of a trained child, as ``(arch, accuracy)
+  -> accuracy - mu log(MACs / flops_unit) - rho log(density)`` (CVPR 2018,
+  Sec. 3.4; seed 000: ``mu = rho = 1/2``). Children trained briefly
+  (``ChildTrainer(early_stop_steps=...)``) favour small, sparse blocks less
+  once this is charged. The density is the block's (``blockqnn`` space), 1
+  for other spaces."""
+  for name, v in (("mu", mu), ("rho", rho)):
+    if not v >= 0:
+      raise ValueError(f"blockqnn reward {name} must be >= 0 (a penalty "
+                       f"weight; seed 000 uses 0.5), got {v}")
+  if not flops_unit > 0:
+    raise ValueError(f"blockqnn reward flops_unit must be > 0 (MACs per "
+                     f"unit, e.g. 1e6), got {flops_unit}")
+
+  def reward(arch, accuracy: float) -> float:
+    _, flops = child_costs(network, space, arch, image_shape)
+    density = (blockqnn_density(space, arch) if space.name == "blockqnn"
+               else 1.0)
+    return float(blockqnn_reward(accuracy, flops / flops_unit, density,
+                                 mu=mu, rho=rho))
+  return reward
+
+
+class ShapedEvaluator:
+  """An evaluator (e.g. ``TrainFromScratchEvaluator``) whose rewards are
+  ``reward_fn(arch, reward)`` of the wrapped one's; everything else (the
+  cache, checkpoint state) is the wrapped evaluator's."""
+
+  def __init__(self, evaluator, reward_fn):
+    self.evaluator, self.reward_fn = evaluator, reward_fn
+
+  def __getattr__(self, name):
+    return getattr(self.__dict__["evaluator"], name)
+
+  def __call__(self, archs):
+    ev = self.evaluator(archs)
+    shaped = [self.reward_fn(a, float(r))
+              for a, r in zip(np.asarray(archs), np.asarray(ev.reward))]
+    return ev._replace(reward=np.asarray(shaped, np.float32))
