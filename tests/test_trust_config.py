@@ -20,6 +20,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = {
     "nasbench201.py": tabular_run,
     "seed003_digits.py": child_search_run,
+    "blockqnn_digits.py": child_search_run,
 }
 CASES_PER_CONFIG = 240
 

@@ -46,6 +46,10 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   c.q_learning = dict(batch_size=4, learning_rate=0.5, explore_episodes=20,
                       decay_episodes=30, replay_samples=20)
   c.random = dict(batch_size=4)
+  # For --config.algorithm=reinforce: a policy-gradient agent on the blocks.
+  c.controller = dict(hidden_size=32, num_layers=1, temperature=1.0,
+                      tanh_constant=None)
+  c.reinforce = dict(batch_size=4, learning_rate=0.01, baseline_decay=0.9)
   if variant == "tiny":
     c.space_kwargs = {"max_layers": 2}
     c.num_rounds = 3
