@@ -4,6 +4,10 @@ parameter counts against the initialised networks, Block-QNN's density."""
 
 from __future__ import annotations
 
+import json
+import pathlib
+import runpy
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +15,9 @@ import pytest
 
 from nas_jax import costs
 from nas_jax.children import cell_net
-from nas_jax.spaces import blockqnn, registry, seed003
+from nas_jax.data import nasbench201 as nb201_data
+from nas_jax.spaces import blockqnn, nasbench201, registry, seed003
+from nas_jax.train import tabular_run
 
 T = blockqnn.TYPES.index
 
@@ -96,3 +102,22 @@ def test_unknown_network_is_a_clear_error():
   with pytest.raises(ValueError, match="no cost model for Dense"):
     costs.child_costs(__import__("flax").linen.Dense(2), space, [0, 0],
                       (4, 4, 1))
+
+
+@pytest.mark.skipif(not nb201_data.default_path().is_file(),
+                    reason="NAS-Bench-201 table not found")
+def test_tabular_run_history_has_the_cell_costs(tmp_path):
+  config = runpy.run_path(str(pathlib.Path(__file__).resolve().parents[1] /
+                              "experiments/configs/nasbench201.py")
+                          )["get_config"]("random")
+  config.update_from_flattened_dict({"max_evals": 12, "time_budget": 0.0})
+  tabular_run.run(config, str(tmp_path))
+  space = nasbench201.space()
+  lines = [json.loads(l) for l in
+           (tmp_path / "history.jsonl").read_text().splitlines()]
+  assert len(lines) == 12
+  archs = jnp.asarray(np.stack([space.from_text(h["arch"]) for h in lines]))
+  np.testing.assert_array_equal([h["params"] for h in lines],
+                                costs.nasbench201_params(archs))
+  np.testing.assert_allclose([h["flops"] for h in lines],
+                             costs.nasbench201_flops(archs), rtol=1e-6)
