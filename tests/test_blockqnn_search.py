@@ -90,6 +90,9 @@ def test_tiny_run_costs_shaped_reward_and_sigkill_resume(tmp_path,
     want = (h["accuracy"] - 0.5 * math.log(h["flops"] / 1e6)
             - 0.5 * math.log(costs.blockqnn_density(space, arch)))
     np.testing.assert_allclose(h["reward"], want, rtol=1e-5)
+  best = json.loads((ref / "best.json").read_text())
+  assert (best["params"], best["flops"]) == costs.child_costs(
+      net, space, space.from_text(best["text"]), (8, 8, 1))
   # Killed once mid-run and resumed: the same history and best block.
   monkeypatch.setenv("PYTHONPATH", str(test_resume.ROOT))  # this checkout
   workdir = tmp_path / "run"

@@ -250,7 +250,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                "spec": space.to_spec(best.arch), "reward": best.reward,
                "step": best.step,
                "num_params": evaluator.cache[space.to_text(best.arch)
-                                             ].num_params}
+                                             ].num_params,
+               **costs.history_costs(trainer.network, space, best.arch,
+                                     dataset.train_images.shape[1:])}
   (workdir / "best.json").write_text(json.dumps(best_info, indent=2))
   pictures = viz.draw(space, best.arch, workdir / "best_arch.png")
   viz.search_curve([r.reward for r in result.records],
