@@ -10,6 +10,9 @@
   multiply-accumulates of the convolutions and the classifier (BN, ReLU,
   pooling and sums not counted), as NAS-Bench-201 reports them: 7.78 M for
   a cell without convolutions, 220.12 M for all six edges 3x3.
+* Child networks trained from scratch (``nas_jax.children``: the seed-003
+  cells and the Block-QNN block): exact parameters and MACs of the network
+  the config builds, from its attributes and the code (:func:`child_costs`).
 * Connection density of a cell (Block-QNN, Zhong et al. CVPR 2018, Sec. 3.4:
   edges over nodes of the block's graph).
 * Rewards: Block-QNN's ``accuracy - mu log(FLOPs) - rho log(density)``
@@ -17,10 +20,13 @@
   ``accuracy + beta |cost / target - 1|`` (Bender et al., CVPR 2020, Sec.
   3.3; beta < 0).
 
-All functions are jittable and broadcast over leading axes of ``archs``.
+The NAS-Bench-201 functions and the rewards are jittable and broadcast over
+leading axes of ``archs``; the child-network counts are host-side Python.
 """
 
 from __future__ import annotations
+
+import re
 
 import jax
 import jax.numpy as jnp
@@ -150,3 +156,170 @@ def nasbench201_cost_aware(evaluator, *, target_params: float,
   extra["params"] = params
   return tabular.TabularEvaluator(space, np.asarray(reward),
                                   np.asarray(evaluator.cost), extra)
+
+
+# -- child networks trained from scratch (nas_jax.children) -------------------
+#
+# Host-side and exact (Python ints): the network the config builds, counted
+# from its attributes and the code, in the convention above (weights and BN
+# scale/shift as parameters; convolution and classifier multiply-accumulates
+# as FLOPs).
+
+
+def op_costs(name: str, channels: int, hw: int,
+             in_channels: int | None = None) -> tuple[int, int]:
+  """``(params, MACs)`` of op ``name`` of ``nas_jax.children.ops.OPS`` at
+  ``channels`` outputs on ``hw`` pixels (``in_channels``: its input's, if
+  different; only convolutions take that)."""
+  c, c_in = channels, in_channels or channels
+  if name == "identity" or "_pool_" in name:
+    return 0, 0
+  m = re.fullmatch(r"(sep_|dil_)?conv_(\d)x(\d)(?:_(\d)x1)?", name)
+  if m and m.group(1) == "sep_":  # twice ReLU-depthwise-pointwise-BN
+    k = int(m.group(2))
+    w = k * k * c_in + c_in * c + k * k * c + c * c
+    return w + 4 * c, w * hw
+  if m and m.group(4):  # ReLU, 1xk and kx1 convs, BN (conv_1xk_kx1)
+    k = int(m.group(3))
+    w = k * c_in * c + k * c * c
+    return w + 2 * c, w * hw
+  if m:  # ReLU-conv-BN, dilated or not
+    k = int(m.group(2))
+    w = k * k * c_in * c
+    return w + 2 * c, w * hw
+  raise ValueError(f"op_costs: no cost known for op {name!r}")
+
+
+def _stage_hw(image_shape, num_cells: int, reduce_every: int) -> list[int]:
+  """Pixels seen by each cell (a 2x2/2 ``SAME`` pool between groups)."""
+  h, w = image_shape[0], image_shape[1]
+  out = []
+  for c in range(num_cells):
+    if reduce_every and c and c % reduce_every == 0:
+      h, w = -(-h // 2), -(-w // 2)
+    out.append(h * w)
+  return out
+
+
+def blockqnn_density(space, arch) -> float:
+  """Block-QNN's connection density (CVPR 2018, Sec. 3.4): the block's
+  edges over its nodes (the input and the layers before the terminal); an
+  empty block counts one edge, so ``log(density)`` stays finite."""
+  from nas_jax.spaces import blockqnn  # noqa: PLC0415 (keeps costs light)
+  layers = blockqnn.to_layers(space, arch)
+  edges = sum(1 + (b >= 0) for _, _, b in layers)
+  return max(edges, 1) / (len(layers) + 1)
+
+
+def _blockqnn_block(space, arch, c: int, hw: int) -> tuple[int, int]:
+  from nas_jax.children import blockqnn_net  # noqa: PLC0415
+  from nas_jax.spaces import blockqnn  # noqa: PLC0415
+  layers = blockqnn.to_layers(space, arch)
+  params = flops = 0
+  read = set()
+  for kind, a, b in layers:
+    read |= {a, b}
+    if kind != "add":
+      p, f = op_costs(blockqnn_net.TYPE_OPS[kind], c, hw,
+                      2 * c if kind == "concat" else c)
+      params, flops = params + p, flops + f
+  outputs = sum(j not in read for j in range(1, len(layers) + 1)) or 1
+  p, f = op_costs("conv_1x1", c, hw, outputs * c)  # the output projection
+  return params + p, flops + f
+
+
+def child_costs(network, space, arch, image_shape) -> tuple[int, int]:
+  """``(params, MACs)`` of child ``arch`` of ``network`` (a module of
+  ``cell_net.make_network``) on images of ``image_shape`` ``(H, W, C_in)``:
+  the child's own ops, not every candidate the one-program network holds
+  (for Block-QNN, the output projection reads the block's outputs only).
+
+  Raises:
+    ValueError: no cost model for the network's class.
+  """
+  from nas_jax.children import blockqnn_net, cell_net  # noqa: PLC0415
+  known = (blockqnn_net.BlockQNNNet, cell_net.ChainCellNet,
+           cell_net.BranchingCellNet)
+  if not isinstance(network, known):
+    raise ValueError(f"costs.child_costs: no cost model for "
+                     f"{type(network).__name__}; add one in "
+                     f"nas_jax/costs.py")
+  arch = space.validate(arch)
+  c = network.channels
+  hws = _stage_hw(image_shape, network.num_cells, network.reduce_every)
+  params = 9 * image_shape[2] * c + 2 * c  # stem conv + BN
+  flops = 9 * image_shape[2] * c * image_shape[0] * image_shape[1]
+  for hw in hws:
+    if isinstance(network, blockqnn_net.BlockQNNNet):
+      p, f = _blockqnn_block(space, arch, c, hw)
+    else:  # the ops of a chain cell, or of a branching cell's nodes
+      ops = arch if isinstance(network, cell_net.ChainCellNet) else arch[1::2]
+      per = [op_costs(network.space_ops[int(v)], c, hw) for v in ops]
+      p, f = sum(q for q, _ in per), sum(g for _, g in per)
+    params, flops = params + p, flops + f
+  return (params + c * network.num_classes + network.num_classes,
+          flops + c * network.num_classes)
+
+
+def history_costs(network, space, arch, image_shape) -> dict[str, int]:
+  """``{"params", "flops"}`` of a trained child for a history line; empty
+  when ``costs`` has no model of the network (so a history never fails for
+  want of one)."""
+  try:
+    params, flops = child_costs(network, space, arch, image_shape)
+  except ValueError:
+    return {}
+  return {"params": params, "flops": flops}
+
+
+def table_costs(space, archs) -> dict[str, np.ndarray]:
+  """``{"params", "flops"}`` arrays for ``archs [..., T]`` of a tabular
+  space with a cost model (NAS-Bench-201's network); else empty."""
+  if space.name != "nasbench201":
+    return {}
+  a = jnp.asarray(archs)
+  return {"params": np.asarray(nasbench201_params(a)),
+          "flops": np.asarray(nasbench201_flops(a))}
+
+
+def blockqnn_shaping(network, space, image_shape, *, mu: float = 0.5,
+                     rho: float = 0.5, flops_unit: float = 1e6):
+  """Block-QNN's early-stop reward of a trained child, as ``(arch, accuracy)
+  -> accuracy - mu log(MACs / flops_unit) - rho log(density)`` (CVPR 2018,
+  Sec. 3.4; seed 000: ``mu = rho = 1/2``). Children trained briefly
+  (``ChildTrainer(early_stop_steps=...)``) favour small, sparse blocks less
+  once this is charged. The density is the block's (``blockqnn`` space), 1
+  for other spaces."""
+  for name, v in (("mu", mu), ("rho", rho)):
+    if not v >= 0:
+      raise ValueError(f"blockqnn reward {name} must be >= 0 (a penalty "
+                       f"weight; seed 000 uses 0.5), got {v}")
+  if not flops_unit > 0:
+    raise ValueError(f"blockqnn reward flops_unit must be > 0 (MACs per "
+                     f"unit, e.g. 1e6), got {flops_unit}")
+
+  def reward(arch, accuracy: float) -> float:
+    _, flops = child_costs(network, space, arch, image_shape)
+    density = (blockqnn_density(space, arch) if space.name == "blockqnn"
+               else 1.0)
+    return float(blockqnn_reward(accuracy, flops / flops_unit, density,
+                                 mu=mu, rho=rho))
+  return reward
+
+
+class ShapedEvaluator:
+  """An evaluator (e.g. ``TrainFromScratchEvaluator``) whose rewards are
+  ``reward_fn(arch, reward)`` of the wrapped one's; everything else (the
+  cache, checkpoint state) is the wrapped evaluator's."""
+
+  def __init__(self, evaluator, reward_fn):
+    self.evaluator, self.reward_fn = evaluator, reward_fn
+
+  def __getattr__(self, name):
+    return getattr(self.__dict__["evaluator"], name)
+
+  def __call__(self, archs):
+    ev = self.evaluator(archs)
+    shaped = [self.reward_fn(a, float(r))
+              for a, r in zip(np.asarray(archs), np.asarray(ev.reward))]
+    return ev._replace(reward=np.asarray(shaped, np.float32))

@@ -28,6 +28,9 @@ CASES = [
     pytest.param("tune_nasbench201.py", ["--out_dir", "{tmp}"], "selection",
                  marks=NEEDS_TABLE),
     ("small_budget.py", [], "random search"),
+    ("blockqnn.py", [], "q_learning"),
+    pytest.param("cost_aware.py", ["--targets_m", "0.5"], "target 0.5 M",
+                 marks=NEEDS_TABLE),
     ("custom_table_search.py", [], "random, exact"),
     # The cache part spawns processes (slow); the binary's resume test
     # covers the cache.

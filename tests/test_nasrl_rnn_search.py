@@ -35,6 +35,7 @@ def test_tiny_tree_cell_search_end_to_end_with_ppo(tmp_path):
   assert len(lines) == 12
   for l in lines:
     space.from_text(l["arch"])
+    assert l["params"] > 0  # the child's own weights (its cost)
     if l["reward"] > 0:  # reward = 80 / ppl^2
       np.testing.assert_allclose(l["reward"] * l["valid_perplexity"] ** 2,
                                  80.0, rtol=1e-4)

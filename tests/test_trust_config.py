@@ -28,6 +28,7 @@ CONFIGS = {
     "nasrl_ptb.py": nasrl_ptb_run,
     "nasrl_cifar.py": child_search_run,
     "nasnet_cifar.py": child_search_run,
+    "blockqnn_digits.py": child_search_run,
 }
 CASES_PER_CONFIG = 240
 

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nas_jax.children import blockqnn_net
 from nas_jax.children import nasrl_cnn
 from nas_jax.children import ops as ops_lib
 from nas_jax.spaces import seed003
@@ -220,6 +221,7 @@ _NETWORKS = {
     "seed003_large": BranchingCellNet,
     "nasrl": nasrl_cnn.NasrlCNN,
     "nasnet": lambda **kw: _nasnet().NASNet(**kw),
+    "blockqnn": blockqnn_net.BlockQNNNet,
 }
 
 
@@ -253,9 +255,9 @@ def child_param_count(space, params, arch) -> int:
 
   A network holds the weights of all candidates of each ``SwitchOp`` (as
   ``ops_<k>``); only the chosen one belongs to the child. A switch named
-  ``op1`` / ``node2`` reads the decision of that name (or ``node2/op``).
-  The ``nasrl`` and ``nasnet`` networks count their own (padded kernels,
-  concatenation widths).
+  ``op1`` / ``node2`` / ``layer3`` reads the decision of that name (or
+  ``node2/op``, ``layer3/type``). The ``nasrl`` and ``nasnet`` networks
+  count their own (padded kernels, concatenation widths).
   """
   if space.name == "nasrl":
     return nasrl_cnn.child_param_count(space, params, arch)
@@ -268,7 +270,8 @@ def child_param_count(space, params, arch) -> int:
     if not isinstance(tree, Mapping):
       return int(np.prod(np.shape(tree)))
     if any(k.startswith("ops_") for k in tree):
-      t = index.get(name, index.get(f"{name}/op"))
+      t = index.get(name, index.get(f"{name}/op",
+                                    index.get(f"{name}/type")))
       if t is None:
         raise ValueError(f"switch {name!r} matches no decision of "
                          f"{space.name!r}")

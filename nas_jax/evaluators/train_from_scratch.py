@@ -70,6 +70,11 @@ class ChildTrainer:
     augment: optional jittable ``(key, float_images) -> float_images``.
     seed: children are initialised from ``fold_in(seed, crc32(arch text))``,
       so a child's reward does not depend on when it was proposed.
+    early_stop_steps: Block-QNN's early stop (Zhong et al., CVPR 2018, Sec.
+      3.4): each child trains only this many steps of the ``epochs``-long
+      schedule (the learning rate follows the full schedule, cut short),
+      and the search corrects the early accuracy with the FLOPs/density
+      reward shaping (``nas_jax.costs.blockqnn_reward``). 0: train fully.
     mesh: optional ``jax.sharding.Mesh`` with a ``"data"`` axis (see
       ``nas_jax.parallel.mesh``): batches are split over it and the state is
       replicated, so the same jitted step runs data-parallel under GSPMD.
@@ -82,9 +87,13 @@ class ChildTrainer:
                momentum: float = 0.9, weight_decay: float = 5e-4,
                augment: Callable | None = None, seed: int = 0,
                eval_batch_size: int = 500,
-               mesh: jax.sharding.Mesh | None = None):
+               mesh: jax.sharding.Mesh | None = None,
+               early_stop_steps: int = 0):
     if epochs < 1:
       raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if early_stop_steps < 0:
+      raise ValueError(f"early_stop_steps must be >= 0 (0 trains every "
+                       f"epoch), got {early_stop_steps}")
     n = len(dataset.train_labels)
     if not 0 < batch_size <= n:
       raise ValueError(f"batch_size must be in 1..{n} (the training set "
@@ -100,6 +109,9 @@ class ChildTrainer:
     self.epochs, self.batch_size, self.seed = epochs, batch_size, seed
     self.eval_batch_size = eval_batch_size
     self.steps_per_epoch = n // batch_size
+    self.num_steps = epochs * self.steps_per_epoch
+    if early_stop_steps:
+      self.num_steps = min(self.num_steps, early_stop_steps)
     self.tx = make_optimizer(optimizer, learning_rate,
                              epochs * self.steps_per_epoch, momentum,
                              weight_decay)
@@ -159,11 +171,13 @@ class ChildTrainer:
     state = self._init(k_init, arch_j)
     ds = self.dataset
     losses = []
-    for epoch in range(self.epochs):
+    for epoch in range(-(-self.num_steps // self.steps_per_epoch)):
       losses = []
       for i, (x, y) in enumerate(pipeline.batches(
           ds.train_images, ds.train_labels, self.batch_size,
           seed=self.seed, epoch=epoch)):
+        if epoch * self.steps_per_epoch + i == self.num_steps:
+          break  # early stop
         step_key = jax.random.fold_in(k_aug, epoch * self.steps_per_epoch + i)
         x, y = self._place(ds.normalize(x), y)
         state, loss = self._train_step(state, arch_j, x, y, step_key)

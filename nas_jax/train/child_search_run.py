@@ -22,6 +22,7 @@ from absl import logging
 
 from nas_jax import checkpoint as checkpoint_lib
 from nas_jax import config_check as cc
+from nas_jax import costs
 from nas_jax import metrics as metrics_lib
 from nas_jax import viz
 from nas_jax.algorithms import base as algo_base
@@ -86,6 +87,14 @@ SCHEMA: dict[str, cc.Rule] = {
     "child.momentum": cc.Float(ge=0, lt=1, doc="SGD momentum"),
     "child.weight_decay": cc.Float(ge=0, doc="child weight decay"),
     "child.eval_batch_size": cc.Int(1, 10**6, doc="evaluation batch"),
+    "child.early_stop_steps": cc.Int(0, 10**9, doc="Block-QNN early stop: "
+                                     "train steps per child (0: all epochs)"),
+    "network.reduce_every": cc.Int(0, 64, doc="cells between 2x2 max pools"),
+    "reward.kind": cc.Choice(("accuracy", "blockqnn"), doc="the reward: val "
+                             "accuracy, or Block-QNN's accuracy - mu "
+                             "log(MFLOPs) - rho log(density)"),
+    "reward.mu": cc.Float(ge=0, doc="Block-QNN FLOPs weight"),
+    "reward.rho": cc.Float(ge=0, doc="Block-QNN density weight"),
     **cc.controller_rules(),
     **cc.algorithm_rules(),
 }
@@ -94,6 +103,16 @@ SCHEMA: dict[str, cc.Rule] = {
 SAFE_FIELDS = ("keep", "checkpoint_every", "data.data_dir",
                "nonfinite_reward")
 GROW_FIELDS = ("num_rounds",)
+
+
+def shaped(config, space, trainer, evaluator):
+  """``evaluator`` with the reward of ``config.reward`` (default accuracy)."""
+  reward = config.get("reward", {})
+  if reward.get("kind", "accuracy") == "accuracy":
+    return evaluator
+  return costs.ShapedEvaluator(evaluator, costs.blockqnn_shaping(
+      trainer.network, space, trainer.dataset.train_images.shape[1:],
+      mu=reward.get("mu", 0.5), rho=reward.get("rho", 0.5)))
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -250,7 +269,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     history.write(json.dumps({
         "step": rec.step, "round": rec.round,
         "arch": space.to_text(rec.arch), "reward": reward,
-        "seconds": rec.cost, "cached": rec.cost == 0.0}) + "\n")
+        "seconds": rec.cost, "cached": rec.cost == 0.0,
+        "accuracy": getattr(evaluator.cache.get(space.to_text(rec.arch)),
+                            "val_accuracy", None),
+        **costs.history_costs(trainer.network, space, rec.arch,
+                              dataset.train_images.shape[1:])}) + "\n")
     history.flush()
 
   writer = metrics_lib.MetricWriter(workdir)
@@ -308,7 +331,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   try:
     with preemption.PreemptionGuard() as guard:
       result = host_search.run(
-          algo, evaluator, jax.random.key(config.seed),
+          algo, shaped(config, space, trainer, evaluator),
+          jax.random.key(config.seed),
           num_rounds=config.num_rounds, on_record=write, on_resume=on_resume,
           on_round=on_round, checkpointer=ckpt,
           checkpoint_every=config.get("checkpoint_every", 1), guard=guard,
@@ -332,7 +356,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                "spec": space.to_spec(best.arch), "reward": best.reward,
                "step": best.step,
                "num_params": evaluator.cache[space.to_text(best.arch)
-                                             ].num_params}
+                                             ].num_params,
+               **costs.history_costs(trainer.network, space, best.arch,
+                                     dataset.train_images.shape[1:])}
   (workdir / "best.json").write_text(json.dumps(best_info, indent=2))
   pictures = viz.draw(space, best.arch, workdir / "best_arch.png")
   viz.search_curve([r.reward for r in result.records],

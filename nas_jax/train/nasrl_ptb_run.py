@@ -104,7 +104,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "step": rec.step, "round": rec.round,
         "arch": space.to_text(rec.arch), "reward": rec.reward,
         "valid_perplexity": ppl, "seconds": rec.cost,
-        "cached": rec.cost == 0.0}) + "\n")
+        "cached": rec.cost == 0.0,
+        "params": getattr(evaluator.cache.get(space.to_text(rec.arch)),
+                          "num_params", None)}) + "\n")
     history.flush()
 
   writer = metrics_lib.MetricWriter(workdir)

@@ -25,6 +25,7 @@ from absl import logging
 from nas_jax import algorithms
 from nas_jax import checkpoint as checkpoint_lib
 from nas_jax import config_check as cc
+from nas_jax import costs
 from nas_jax import metrics as metrics_lib
 from nas_jax import viz
 from nas_jax.controllers import make_controller
@@ -264,6 +265,7 @@ def _compilations(*jitted) -> int:
 def _write_results(config, workdir, space, evaluator, algo, result,
                    totals) -> dict:
   wall = totals["wall_seconds"]
+  child_costs = costs.table_costs(space, result.archs)  # params, flops
   with open(workdir / "history.jsonl", "w") as f:
     for s in range(config.num_seeds):
       for i in range(int(result.num_evals[s])):
@@ -271,7 +273,8 @@ def _write_results(config, workdir, space, evaluator, algo, result,
             "seed": s, "step": i, "arch": space.to_text(result.archs[s, i]),
             "reward": (float(result.rewards[s, i])
                        if np.isfinite(result.rewards[s, i]) else None),
-            "cost": float(result.costs[s, i])}) + "\n")
+            "cost": float(result.costs[s, i]),
+            **{k: float(v[s, i]) for k, v in child_costs.items()}}) + "\n")
   best = []
   for s in range(config.num_seeds):
     arch = result.best_arch[s]
