@@ -72,3 +72,32 @@ def test_reshape_max_pool_matches_flax(shape):
   g = jax.grad(lambda x: jnp.sum(cell_net._reduce(x) * w))(x)
   g_ref = jax.grad(lambda x: jnp.sum(ref(x) * w))(x)
   np.testing.assert_allclose(g, g_ref, atol=1e-6)
+
+
+def test_lstm_gradient_barrier_keeps_the_gradients(monkeypatch):
+  """The controller's re-scoring gradient (unrolled, the REINFORCE update's
+  path) is the same with and without ``lstm_policy._grad_barrier``."""
+  from nas_jax.controllers import lstm_policy
+  from nas_jax.spaces import registry
+
+  space = registry.get("enas_rnn", num_nodes=4)
+  ctrl = lstm_policy.make_controller(space, hidden_size=8, unroll=True,
+                                     tanh_constant=2.5)
+  params = ctrl.init(jax.random.key(0))
+  archs = jax.vmap(ctrl.sample, (None, 0))(
+      params, jax.random.split(jax.random.key(1), 5)).arch
+  weights = jnp.linspace(-1.0, 1.0, 5)
+
+  def grad(barrier):
+    monkeypatch.setattr(lstm_policy, "GRAD_BARRIER", barrier)
+    return jax.grad(lambda p: jnp.sum(
+        weights * jax.vmap(ctrl.log_prob, (None, 0))(p, archs)))(params)
+
+  with_barrier, without = grad(True), grad(False)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                       atol=1e-6),
+               with_barrier, without)
+  x = jnp.arange(6.0).reshape(2, 3)
+  np.testing.assert_array_equal(lstm_policy._grad_barrier(x), x)
+  g = jax.grad(lambda x: jnp.sum(lstm_policy._grad_barrier(x) * x))(x)
+  np.testing.assert_array_equal(g, 2 * x)
