@@ -43,9 +43,26 @@ def _check_arch(arch: Any, length: int, what: str) -> jax.Array:
   return arch.astype(jnp.int32)
 
 
+RESHAPE_POOL = True
+
+
 def _reduce(x: jax.Array) -> jax.Array:
-  """Halves H and W between cell groups (2x2 max pool, stride 2)."""
-  return nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+  """Halves H and W between cell groups (2x2 max pool, stride 2, ``SAME``).
+
+  Written as a max over a ``[B, H/2, 2, W/2, 2, C]`` view: its gradient is an
+  elementwise mask, where ``nn.max_pool``'s (a windowed reduction) lowers on
+  XLA:CPU to an argmax over iota tensors and a scatter (measured about 2x
+  slower, benchmarks/README.md). Odd sizes are padded with ``-inf`` after,
+  as ``SAME`` pads.
+  """
+  if not RESHAPE_POOL:
+    return nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+  b, h, w, c = x.shape
+  if h % 2 or w % 2:
+    x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)),
+                constant_values=-jnp.inf)
+  return jnp.max(x.reshape(b, (h + 1) // 2, 2, (w + 1) // 2, 2, c),
+                 axis=(2, 4))
 
 
 def _needs_reduction(cell: int, reduce_every: int) -> bool:

@@ -75,9 +75,16 @@ def _pad_hw(x: jax.Array, pads: Sequence[tuple[int, int]]) -> jax.Array:
   return jnp.pad(x, ((0, 0), *pads, (0, 0)))
 
 
+def _is_pointwise(kernel: jax.Array, feature_group_count: int) -> bool:
+  """A dense ``1 x 1`` convolution: a matrix product over the channels."""
+  return kernel.shape[:2] == (1, 1) and feature_group_count == 1
+
+
 def _forward(x: jax.Array, kernel: jax.Array, dilation: tuple[int, int],
              feature_group_count: int) -> jax.Array:
   pads = _same_padding(kernel.shape[:2], dilation)
+  if _is_pointwise(kernel, feature_group_count):
+    return x @ kernel[0, 0]  # [B, H, W, C_out]
   if _is_depthwise(kernel, feature_group_count):
     # XLA:CPU runs grouped convolutions with a slow generic kernel (a
     # measured 34 ms vs 0.35 ms as shifted multiply-adds for a 3x3 depthwise
@@ -110,6 +117,14 @@ def _conv2d_bwd(dilation, feature_group_count, residuals, g):
   kh, kw, cin_per_group, cout = kernel.shape
   groups = feature_group_count
   pads = _same_padding((kh, kw), dilation)
+
+  if _is_pointwise(kernel, groups):
+    # As matrix products: the kernel gradient as a convolution (below) was
+    # measured 4.5x slower than x^T g as one [C_in, N] x [N, C_out] product.
+    cin = x.shape[-1]
+    dx = g @ kernel[0, 0].T
+    dk = x.reshape(-1, cin).T @ g.reshape(-1, cout)  # [C_in, C_out]
+    return dx, dk[None, None].astype(kernel.dtype)
 
   if _is_depthwise(kernel, groups):
     # The grouped convolutions below are slow on XLA:CPU for the same reason

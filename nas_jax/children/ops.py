@@ -50,6 +50,9 @@ from nas_jax.children import conv as conv_lib
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+# Recompute the chosen op's forward in the backward pass instead of keeping
+# its activations (see SwitchOp for why).
+REMAT_BRANCHES = True
 
 
 def _batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
@@ -245,6 +248,8 @@ class SwitchOp(nn.Module):
         functools.partial(_apply_op, k=k, train=train)
         for k in range(len(self.ops))
     ]
+    if REMAT_BRANCHES and train:
+      branches = [nn.checkpoint(b) for b in branches]
     return nn.switch(jnp.asarray(index, jnp.int32), branches, self, x)
 
 

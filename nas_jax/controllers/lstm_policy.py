@@ -62,6 +62,8 @@ _NEG_INF = -1e9  # finite so that 0 * masked logit stays 0 in the entropy
 # decisions the scanned rollout compiles faster (2.6x at 11, 5-12x for the
 # re-scoring gradient at 23-50) and its gradient runs as fast.
 UNROLL_MAX = 6
+# The cell state passes through _grad_barrier (a faster backward pass).
+GRAD_BARRIER = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,9 +129,40 @@ class Rollout(NamedTuple):
   penalty: Any = 0.0
 
 
+@jax.custom_vjp
+def _grad_barrier(c):
+  """The identity, whose backward pass materialises the cotangent.
+
+  Why: the gradient of the cell state runs backwards through every step by
+  elementwise ops only (``dc_t = dc_{t+1} * f_{t+1} + ...``), and in the
+  unrolled rollout XLA:CPU fuses that whole chain into each consumer,
+  recomputing it once per step: quadratic in the number of decisions (the
+  REINFORCE update's backward measured 5x its forward). XLA:CPU drops
+  ``optimization_barrier`` before fusion, so the backward multiplies the
+  cotangent by the identity matrix instead: a small matrix product, which
+  fusion cannot cross (benchmarks/README.md, "Speed against PyTorch").
+  """
+  return c
+
+
+def _grad_barrier_fwd(c):
+  return c, None
+
+
+def _grad_barrier_bwd(_, g):
+  # HIGHEST: exact on accelerators too, whose default may round to bf16.
+  return (jnp.matmul(g, jnp.eye(g.shape[-1], dtype=g.dtype),
+                     precision=jax.lax.Precision.HIGHEST),)
+
+
+_grad_barrier.defvjp(_grad_barrier_fwd, _grad_barrier_bwd)
+
+
 def _lstm_step(w, b, x, state):
   """One LSTM layer step with fused gates (i, f, g, o); ``w: [in+H, 4H]``."""
   c, h = state
+  if GRAD_BARRIER:
+    c = _grad_barrier(c)
   z = jnp.concatenate([x, h], -1) @ w + b
   i, f, g, o = jnp.split(z, 4, axis=-1)
   # The +1 forget-gate bias is the usual trick for stable early training.

@@ -1,0 +1,212 @@
+"""nas_jax against plain PyTorch on the same CPU, A/B interleaved (issue 14).
+
+For each workload, ``--rounds`` rounds each start one nas_jax process and one
+PyTorch process (``benchmarks/torch_reference.py``), in alternating order
+(round 0 nas_jax first, round 1 PyTorch first, ...), so both see the same
+machine load. Each process times ``--steps`` steps after warm-up and reports
+their median; per side the median over rounds is reported, and the ratio
+``PyTorch seconds / nas_jax seconds`` (> 1: nas_jax is faster), with the
+1-minute load average before each process.
+
+Workloads (the issue's table):
+
+* ``small64`` / ``small256``: the ``ChildTrainer`` train step of the
+  ``seed003_small`` child ``conv_3x3>sep_conv_3x3`` on 28x28x1, batch 64 /
+  256 (``benchmarks/child_training.py``'s, which serves every child of the
+  space from one compiled program);
+* ``large64`` / ``large256``: the ``seed003_large`` child
+  ``x>conv_3x3;n0>sep_conv_3x3;x>conv_5x5`` on 32x32x3;
+* ``update1024``: ``jit(reinforce(...).feedback)`` on 1024 architectures of
+  the ENAS RNN space (``benchmarks/controller.py``'s update).
+
+PyTorch is optional and never a dependency: the PyTorch side runs with
+``--torch_python`` (default ``$NAS_JAX_TORCH_PYTHON``, else this Python) if
+``torch`` imports there, and is skipped with a message otherwise (nas_jax's
+figures are still printed). ``XLA_FLAGS`` set in the environment reach the
+nas_jax processes unchanged.
+
+    PYTHONPATH=. python benchmarks/vs_torch.py
+    NAS_JAX_TORCH_PYTHON=/path/to/venv/bin/python PYTHONPATH=. \\
+        python benchmarks/vs_torch.py --workloads small64,large64 --rounds 3
+    PYTHONPATH=. python benchmarks/vs_torch.py --quick   # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import common  # noqa: E402  (benchmarks/common.py)
+
+# name -> (kind, child or None, batch)
+WORKLOADS = {
+    "small64": ("child", "small", 64),
+    "small256": ("child", "small", 256),
+    "large64": ("child", "large", 64),
+    "large256": ("child", "large", 256),
+    "update1024": ("update", None, 1024),
+}
+_SPACES = {"small": ("seed003_small", (28, 28, 1)),
+           "large": ("seed003_large", (32, 32, 3))}
+
+
+def jax_worker(kind: str, child: str | None, batch: int, steps: int,
+               warmup: int) -> dict:
+  """Times one nas_jax workload in this process; the median seconds."""
+  if kind == "child":
+    import child_training  # noqa: PLC0415  (benchmarks/child_training.py)
+    space, shape = _SPACES[child]
+    arch = (child_training.SMALL_ARCH if child == "small"
+            else child_training.LARGE_ARCH)
+    row = child_training.time_train_step(space, shape, arch, batch, steps,
+                                         warmup)
+    return {"median_s": row["median_step_ms"] / 1e3,
+            "compilations": row["compilations"]}
+  import controller  # noqa: PLC0415  (benchmarks/controller.py)
+  ctrl = controller.make_controller(controller.enas_rnn_space())
+  row = controller.time_update(ctrl, batch, steps)
+  return {"median_s": row["median_s"]}
+
+
+def torch_python(explicit: str | None) -> tuple[str | None, str]:
+  """The Python that runs the PyTorch side and its torch version, or
+  ``(None, reason)``."""
+  exe = explicit or os.environ.get("NAS_JAX_TORCH_PYTHON") or sys.executable
+  try:
+    proc = subprocess.run(
+        [exe, "-c", "import torch; print(torch.__version__)"],
+        capture_output=True, text=True, timeout=120)
+  except (OSError, subprocess.TimeoutExpired) as e:
+    return None, f"cannot run {exe}: {e}"
+  if proc.returncode:
+    return None, (f"torch does not import in {exe} (PyTorch is optional; "
+                  "set --torch_python or NAS_JAX_TORCH_PYTHON to a Python "
+                  "with torch to get the ratios)")
+  return exe, proc.stdout.strip().splitlines()[-1]
+
+
+def _run(cmd: list[str]) -> dict:
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [str(HERE.parent), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                        cwd=HERE.parent, timeout=900)
+  if proc.returncode:
+    raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure(name: str, args, torch_exe: str | None) -> dict:
+  kind, child, batch = WORKLOADS[name]
+  jax_cmd = [sys.executable, str(HERE / "vs_torch.py"), "--worker", name,
+             "--steps", str(args.steps), "--warmup", str(args.warmup)]
+  torch_cmd = [torch_exe or "", str(HERE / "torch_reference.py"), kind,
+               "--batch", str(batch), "--steps", str(args.steps),
+               "--warmup", str(args.warmup)]
+  if child:
+    torch_cmd += ["--child", child]
+  sides = {"nas_jax": [], "torch": []}
+  loads = []
+  for r in range(args.rounds):
+    order = ["nas_jax", "torch"] if r % 2 == 0 else ["torch", "nas_jax"]
+    for side in order:
+      if side == "torch" and torch_exe is None:
+        continue
+      loads.append(common.load_average())
+      out = _run(jax_cmd if side == "nas_jax" else torch_cmd)
+      sides[side].append(out["median_s"])
+      print(f"  {name} round {r} {side}: {out['median_s'] * 1e3:.1f} ms "
+            f"(load {loads[-1]})", flush=True)
+  jax_s = statistics.median(sides["nas_jax"])
+  torch_s = statistics.median(sides["torch"]) if sides["torch"] else None
+  per_round = ([t / j for j, t in zip(sides["nas_jax"], sides["torch"])]
+               if sides["torch"] else [])
+  return {"workload": name, "batch": batch, "nas_jax_s": jax_s,
+          "torch_s": torch_s, "ratio": torch_s / jax_s if torch_s else None,
+          "round_ratios": per_round, "nas_jax_runs": sides["nas_jax"],
+          "torch_runs": sides["torch"], "loads": loads}
+
+
+def _per_s(name: str, seconds: float) -> str:
+  kind, _, batch = WORKLOADS[name]
+  unit = "images/s" if kind == "child" else "arch/s"
+  return f"{batch / seconds:,.0f} {unit}"
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(
+      description=__doc__.split("\n\n")[0],
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--workloads", default=",".join(WORKLOADS),
+                 help=f"comma list of {', '.join(WORKLOADS)}")
+  p.add_argument("--rounds", type=int, default=3,
+                 help="A/B rounds per workload (one process per side each)")
+  p.add_argument("--steps", type=int, default=10,
+                 help="timed steps per process")
+  p.add_argument("--warmup", type=int, default=3)
+  p.add_argument("--torch_python", default=None,
+                 help="Python with torch (default $NAS_JAX_TORCH_PYTHON, "
+                      "else this one)")
+  p.add_argument("--out_json", default=None)
+  p.add_argument("--quick", action="store_true",
+                 help="smoke test: small64, 1 round, 2 steps")
+  p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+  args = p.parse_args(argv)
+  if args.worker:  # one side of one round, in its own process
+    kind, child, batch = WORKLOADS[args.worker]
+    print(json.dumps(jax_worker(kind, child, batch, args.steps,
+                                args.warmup)))
+    return 0
+  names = [n.strip() for n in args.workloads.split(",") if n.strip()]
+  unknown = sorted(set(names) - set(WORKLOADS))
+  if unknown:
+    p.error(f"unknown workload(s) {unknown}; choose from "
+            f"{', '.join(WORKLOADS)}")
+  if args.rounds < 1 or args.steps < 1 or args.warmup < 0:
+    p.error("--rounds and --steps must be >= 1, --warmup >= 0")
+  if args.quick:
+    names, args.rounds, args.steps, args.warmup = ["small64"], 1, 2, 1
+
+  info = common.machine_info()
+  torch_exe, torch_note = torch_python(args.torch_python)
+  common.print_header(info, [
+      common.WALL_CLOCK_NOTE,
+      f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '(none)')}",
+      f"torch:   {torch_note}" if torch_exe else
+      f"torch:   SKIPPED: {torch_note}"])
+  rows = [measure(n, args, torch_exe) for n in names]
+  head = ("workload", "nas_jax", "plain PyTorch", "PyTorch s / nas_jax s",
+          "per-round ratios", "load range")
+  lines = []
+  for r in rows:
+    loads = [x for x in r["loads"] if x is not None]
+    lines.append((
+        r["workload"],
+        f"{r['nas_jax_s'] * 1e3:.1f} ms ({_per_s(r['workload'], r['nas_jax_s'])})",
+        (f"{r['torch_s'] * 1e3:.1f} ms ({_per_s(r['workload'], r['torch_s'])})"
+         if r["torch_s"] else "skipped"),
+        f"{r['ratio']:.2f}x" if r["ratio"] else "-",
+        ", ".join(f"{x:.2f}" for x in r["round_ratios"]) or "-",
+        f"{min(loads):.1f}-{max(loads):.1f}" if loads else "n/a"))
+  print()
+  print(common.text_table(head, lines))
+  print(f"\nmedian over {args.rounds} rounds of each process's median of "
+        f"{args.steps} steps after {args.warmup} warm-up; ratio > 1: nas_jax "
+        "is faster. 1-min load average now "
+        f"{common.load_average()}.")
+  if args.out_json:
+    pathlib.Path(args.out_json).write_text(json.dumps(
+        {"machine": info, "torch": torch_note if torch_exe else None,
+         "xla_flags": os.environ.get("XLA_FLAGS"), "rows": rows}, indent=1))
+    print(f"wrote {args.out_json}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
