@@ -68,7 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   if args.quick:
     args.variant, args.orders, args.seeds, args.epochs = "tiny", "2", "0", 2
     args.overrides = {"network.channels": 2, "network.num_reductions": 0,
-                      "data.max_train": 32}
+                      "data.max_train": 32, "table_path": ""}
   return args
 
 
