@@ -90,6 +90,9 @@ def run_one(variant: str, order: int, seed: int, epochs: int | None,
     t0 = time.perf_counter()
     summary = darts_run.run(config, str(workdir))
     wall = time.perf_counter() - t0
+    if summary["status"] != "done":
+      raise SystemExit(f"order {order}, seed {seed}: the run stopped "
+                       f"({summary['status']}) before it finished")
     history = [json.loads(l) for l in
                (workdir / "history.jsonl").read_text().splitlines()]
     if keep_alpha is not None:
