@@ -68,7 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   if args.quick:
     args.variant, args.orders, args.seeds, args.epochs = "tiny", "2", "0", 2
     args.overrides = {"network.channels": 2, "network.num_reductions": 0,
-                      "data.max_train": 32}
+                      "data.max_train": 32, "table_path": ""}
   return args
 
 
@@ -90,6 +90,9 @@ def run_one(variant: str, order: int, seed: int, epochs: int | None,
     t0 = time.perf_counter()
     summary = darts_run.run(config, str(workdir))
     wall = time.perf_counter() - t0
+    if summary["status"] != "done":
+      raise SystemExit(f"order {order}, seed {seed}: the run stopped "
+                       f"({summary['status']}) before it finished")
     history = [json.loads(l) for l in
                (workdir / "history.jsonl").read_text().splitlines()]
     if keep_alpha is not None:
