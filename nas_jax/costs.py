@@ -316,7 +316,9 @@ class ShapedEvaluator:
     self.evaluator, self.reward_fn = evaluator, reward_fn
 
   def __getattr__(self, name):
-    return getattr(self.__dict__["evaluator"], name)
+    if name == "evaluator":  # not set yet (e.g. while copying)
+      raise AttributeError(name)
+    return getattr(self.evaluator, name)
 
   def __call__(self, archs):
     ev = self.evaluator(archs)
