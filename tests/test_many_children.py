@@ -370,3 +370,28 @@ def test_two_processes_of_four_devices_equal_one_of_eight(nasrl_reference,
   # Process 1 ran the same search into its own folder.
   assert _read(workdir / "process_1")[0] == ref_hist
   assert (workdir / "process_1" / "checkpoints" / "1").is_dir()
+
+
+# ------------------------------------------- the binary, tiny NASNet search
+
+
+def test_tiny_nasnet_ppo_search_on_eight_devices(tmp_path):
+  workdir = tmp_path / "run"
+  with open(tmp_path / "log.txt", "w") as log:
+    _finish(_start(["--config=experiments/configs/nasnet_cifar.py:tiny",
+                    "--config.ppo.batch_size=8",  # one child per device
+                    "--config.ppo.minibatch_size=4"], workdir, log),
+            tmp_path / "log.txt")
+  hist, mets = _read(workdir)
+  assert [h[1] for h in hist] == [0] * 8 + [1] * 8
+  # Normal + reduction cell of one block each: 10 decisions per child.
+  assert all(len(h[2].split(",")) == 10 for h in hist)
+  assert len({h[2] for h in hist}) > 1
+  assert all(0.0 <= h[3] <= 1.0 for h in hist)
+  assert [m["controller/num_updates"] for m in mets] == [1, 2]
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["algorithm"] == "ppo x8 replicas"
+  assert summary["compilations_of_train_step"] == 1
+  best = json.loads((workdir / "best.json").read_text())
+  assert best["reward"] == max(h[3] for h in hist)
+  assert best["num_params"] > 0
