@@ -108,9 +108,15 @@ def main():
                       help="1 and 2 devices, 1 repeat (smoke test)")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--max_train", type=int, default=512)
+  parser.add_argument("--counts", default="1,2,4,8",
+                      help="device counts of the 1-process rows (the first "
+                      "also times ChildTrainer one by one)")
+  parser.add_argument("--no_two_processes", action="store_true",
+                      help="skip the 2 x 4 row")
   args = parser.parse_args()
   import common  # pylint: disable=g-import-not-at-top
-  counts = (1, 2) if args.quick else (1, 2, 4, 8)
+  counts = (1, 2) if args.quick else tuple(
+      int(c) for c in args.counts.split(","))
   repeats = 1 if args.quick else args.repeats
   max_train = 64 if args.quick else args.max_train
   common.print_header(common.machine_info(), [
@@ -122,10 +128,10 @@ def main():
           "children/s", "vs one by one")
   print(" | ".join(head), flush=True)
   ref = None
-  runs = [(f"1 x {k}", lambda k=k: [_start(k, (repeats, max_train,
-                                              int(k == 1)))])
-          for k in counts]
-  if not args.quick:
+  runs = [(f"1 x {k}", lambda k=k, i=i: [_start(k, (repeats, max_train,
+                                                   int(i == 0)))])
+          for i, k in enumerate(counts)]
+  if not (args.quick or args.no_two_processes):
     port = _free_port()
     runs.append(("2 x 4", lambda: [
         _start(4, (repeats, max_train, 0),
@@ -134,7 +140,7 @@ def main():
         for i in range(2)]))
   for name, start in runs:  # a row as soon as it is measured
     r = _result(start())
-    if ref is None:
+    if ref is None:  # the first row also timed the children one by one
       ref = 1.0 / r["solo_s"]
       print(f"one by one (ChildTrainer) | - | {r['solo_s']:.3f} | "
             f"{ref:.2f} | 1.00", flush=True)

@@ -7,7 +7,8 @@
 # writes WORKDIR, process i > 0 writes WORKDIR/process_i (its own copy of
 # the search, checkpoints included, for resuming). Installs nothing.
 #
-# Usage (one command per host, same CONFIG, WORKDIR and FLAGS everywhere):
+# Usage:
+#   one command per host, the same CONFIG, WORKDIR and FLAGS everywhere:
 #   launch/multi_host.sh --coordinator HOST:PORT --num-processes N
 #                        --process-id I [--init-timeout S] [--dry-run]
 #                        CONFIG WORKDIR [FLAGS...]

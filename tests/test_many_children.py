@@ -370,3 +370,57 @@ def test_two_processes_of_four_devices_equal_one_of_eight(nasrl_reference,
   # Process 1 ran the same search into its own folder.
   assert _read(workdir / "process_1")[0] == ref_hist
   assert (workdir / "process_1" / "checkpoints" / "1").is_dir()
+
+
+# ------------------------------------------- the binary, tiny NASNet search
+
+
+def test_tiny_nasnet_ppo_search_on_eight_devices(tmp_path):
+  workdir = tmp_path / "run"
+  with open(tmp_path / "log.txt", "w") as log:
+    _finish(_start(["--config=experiments/configs/nasnet_cifar.py:tiny",
+                    "--config.ppo.batch_size=8",  # one child per device
+                    "--config.ppo.minibatch_size=4"], workdir, log),
+            tmp_path / "log.txt")
+  hist, mets = _read(workdir)
+  assert [h[1] for h in hist] == [0] * 8 + [1] * 8
+  # Normal + reduction cell of one block each: 10 decisions per child.
+  assert all(len(h[2].split(",")) == 10 for h in hist)
+  assert len({h[2] for h in hist}) > 1
+  assert all(0.0 <= h[3] <= 1.0 for h in hist)
+  assert [m["controller/num_updates"] for m in mets] == [1, 2]
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["algorithm"] == "ppo x8 replicas"
+  assert summary["compilations_of_train_step"] == 1
+  best = json.loads((workdir / "best.json").read_text())
+  assert best["reward"] == max(h[3] for h in hist)
+  assert best["num_params"] > 0
+
+
+def test_multi_host_launch_script_dry_run():
+  script = str(ROOT / "launch" / "multi_host.sh")
+  run = lambda *a: subprocess.run(["bash", script, *a], cwd=ROOT, text=True,
+                                  capture_output=True, timeout=60,
+                                  env=dict(os.environ, PYTHON="python"))
+  out = run("--local", "2", "--devices-per-process", "4", "--port", "9999",
+            "--dry-run", "experiments/configs/nasrl_cifar.py:tiny", "w")
+  assert out.returncode == 0, out.stderr
+  lines = out.stdout.strip().splitlines()
+  assert len(lines) == 2
+  for i, line in enumerate(lines):
+    assert "JAX_COORDINATOR_ADDRESS=127.0.0.1:9999" in line
+    assert f"JAX_NUM_PROCESSES=2 JAX_PROCESS_ID={i}" in line
+    assert "--xla_force_host_platform_device_count=4" in line
+  out = run("--coordinator", "h0:1234", "--num-processes", "2",
+            "--process-id", "1", "--init-timeout", "30", "--dry-run",
+            "c.py", "w", "--config.seed=1")
+  assert out.returncode == 0, out.stderr
+  assert ("JAX_COORDINATOR_ADDRESS=h0:1234 JAX_NUM_PROCESSES=2 "
+          "JAX_PROCESS_ID=1 NAS_JAX_INIT_TIMEOUT=30") in out.stdout
+  assert out.stdout.strip().endswith("--config=c.py --workdir=w "
+                                     "--config.seed=1")
+  out = run("--coordinator", "h0:1234", "--dry-run", "c.py", "w")
+  assert out.returncode == 2 and "--process-id" in out.stderr
+  out = run("--coordinator", "h0:1", "--num-processes", "2", "--process-id",
+            "2", "--dry-run", "c.py", "w")
+  assert out.returncode == 2 and "must be < --num-processes" in out.stderr

@@ -272,6 +272,10 @@ def run(algorithm: algo_base.Algorithm,
   Progress: a line when a round starts compiling or training and every
   ``heartbeat_seconds`` while it runs; the ETA uses the rounds after the
   first of this session (which includes compilation) only.
+
+  ``jit=False`` calls ``algorithm``'s functions as they are, for host
+  functions that place and compile their own work
+  (``nas_jax.parallel.replicas``, on a mesh that may span processes).
   """
   algo_base.check_positive("num_rounds", num_rounds)
   algo_base.check_positive("checkpoint_every", checkpoint_every)
