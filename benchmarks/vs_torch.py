@@ -23,7 +23,11 @@ PyTorch is optional and never a dependency: the PyTorch side runs with
 ``--torch_python`` (default ``$NAS_JAX_TORCH_PYTHON``, else this Python) if
 ``torch`` imports there, and is skipped with a message otherwise (nas_jax's
 figures are still printed). ``XLA_FLAGS`` set in the environment reach the
-nas_jax processes unchanged.
+nas_jax processes unchanged. ``--one_core N`` pins both sides to CPU ``N``
+(``taskset``) with one thread each (``torch.set_num_threads(1)``; XLA without
+its multi-threaded Eigen and one intra-op thread): on a machine shared with
+other jobs this keeps PyTorch's OpenMP threads from spinning against them,
+which otherwise slows it far more than XLA (measured 3-10x under load 5-10).
 
     PYTHONPATH=. python benchmarks/vs_torch.py
     NAS_JAX_TORCH_PYTHON=/path/to/venv/bin/python PYTHONPATH=. \\
@@ -92,9 +96,15 @@ def torch_python(explicit: str | None) -> tuple[str | None, str]:
   return exe, proc.stdout.strip().splitlines()[-1]
 
 
-def _run(cmd: list[str]) -> dict:
+ONE_THREAD_XLA_FLAGS = ("--xla_cpu_multi_thread_eigen=false "
+                        "intra_op_parallelism_threads=1")
+
+
+def _run(cmd: list[str], xla_flags: str | None = None) -> dict:
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       [str(HERE.parent), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+  if xla_flags:
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {xla_flags}".strip()
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
                         cwd=HERE.parent, timeout=900)
   if proc.returncode:
@@ -111,6 +121,11 @@ def measure(name: str, args, torch_exe: str | None) -> dict:
                "--warmup", str(args.warmup)]
   if child:
     torch_cmd += ["--child", child]
+  xla_flags = None
+  if args.one_core is not None:
+    pin = ["taskset", "-c", str(args.one_core)]
+    jax_cmd, torch_cmd = pin + jax_cmd, pin + torch_cmd + ["--threads", "1"]
+    xla_flags = ONE_THREAD_XLA_FLAGS
   sides = {"nas_jax": [], "torch": []}
   loads = []
   for r in range(args.rounds):
@@ -119,7 +134,8 @@ def measure(name: str, args, torch_exe: str | None) -> dict:
       if side == "torch" and torch_exe is None:
         continue
       loads.append(common.load_average())
-      out = _run(jax_cmd if side == "nas_jax" else torch_cmd)
+      out = (_run(jax_cmd, xla_flags) if side == "nas_jax"
+             else _run(torch_cmd))
       sides[side].append(out["median_s"])
       print(f"  {name} round {r} {side}: {out['median_s'] * 1e3:.1f} ms "
             f"(load {loads[-1]})", flush=True)
@@ -153,6 +169,8 @@ def main(argv=None) -> int:
   p.add_argument("--torch_python", default=None,
                  help="Python with torch (default $NAS_JAX_TORCH_PYTHON, "
                       "else this one)")
+  p.add_argument("--one_core", type=int, default=None, metavar="CPU",
+                 help="pin both sides to this CPU, one thread each")
   p.add_argument("--out_json", default=None)
   p.add_argument("--quick", action="store_true",
                  help="smoke test: small64, 1 round, 2 steps")
@@ -178,6 +196,10 @@ def main(argv=None) -> int:
   common.print_header(info, [
       common.WALL_CLOCK_NOTE,
       f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '(none)')}",
+      ("threads: both sides pinned to CPU "
+       f"{args.one_core}, one thread each (nas_jax XLA_FLAGS += "
+       f"{ONE_THREAD_XLA_FLAGS})" if args.one_core is not None else
+       "threads: each side's default (2 CPUs)"),
       f"torch:   {torch_note}" if torch_exe else
       f"torch:   SKIPPED: {torch_note}"])
   rows = [measure(n, args, torch_exe) for n in names]
@@ -203,7 +225,8 @@ def main(argv=None) -> int:
   if args.out_json:
     pathlib.Path(args.out_json).write_text(json.dumps(
         {"machine": info, "torch": torch_note if torch_exe else None,
-         "xla_flags": os.environ.get("XLA_FLAGS"), "rows": rows}, indent=1))
+         "xla_flags": os.environ.get("XLA_FLAGS"),
+         "one_core": args.one_core, "rows": rows}, indent=1))
     print(f"wrote {args.out_json}")
   return 0
 

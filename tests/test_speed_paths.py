@@ -76,7 +76,8 @@ def test_reshape_max_pool_matches_flax(shape):
 
 def test_lstm_gradient_barrier_keeps_the_gradients(monkeypatch):
   """The controller's re-scoring gradient (unrolled, the REINFORCE update's
-  path) is the same with and without ``lstm_policy._grad_barrier``."""
+  path) is the same with and without ``lstm_policy._grad_barrier`` and the
+  select-based pick of fed-back inputs (``lstm_policy._pick``)."""
   from nas_jax.controllers import lstm_policy
   from nas_jax.spaces import registry
 
@@ -90,6 +91,7 @@ def test_lstm_gradient_barrier_keeps_the_gradients(monkeypatch):
 
   def grad(barrier):
     monkeypatch.setattr(lstm_policy, "GRAD_BARRIER", barrier)
+    monkeypatch.setattr(lstm_policy, "PICK_BY_SELECT", barrier)
     return jax.grad(lambda p: jnp.sum(
         weights * jax.vmap(ctrl.log_prob, (None, 0))(p, archs)))(params)
 
