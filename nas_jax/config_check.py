@@ -182,6 +182,19 @@ class FloatTuple(Rule):
     return None if ok else ""
 
 
+@dataclasses.dataclass(frozen=True)
+class StrTuple(Rule):
+  """A sequence of non-empty strings (a tuple in configs)."""
+
+  def allowed(self) -> str:
+    return "a sequence of non-empty strings"
+
+  def problem(self, value):
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+      return f" (a {type(value).__name__})"
+    return None if all(isinstance(v, str) and v for v in value) else ""
+
+
 Schema = Mapping[str, Rule]
 
 
@@ -259,7 +272,11 @@ def check(config: Any, schema: Schema, *,
 
 def unruled(config: Any, schema: Schema) -> list[str]:
   """The fields of ``config`` that have no rule in ``schema``."""
-  return sorted(n for n in _leaves(config, schema) if n not in schema)
+  def empty_block(v):
+    return (isinstance(v, Mapping) or hasattr(v, "items")) and not len(v)
+  # An empty block (e.g. ``controller = {}`` of random search) has no fields.
+  return sorted(n for n, v in _leaves(config, schema).items()
+                if n not in schema and not empty_block(v))
 
 
 def describe(config: Any, schema: Schema) -> str:

@@ -14,7 +14,7 @@ import ml_collections
 import pytest
 
 from nas_jax import config_check as cc
-from nas_jax.train import child_search_run, enas_ptb_run, enas_run
+from nas_jax.train import child_search_run, darts_run, enas_ptb_run, enas_run
 from nas_jax.train import nasrl_ptb_run, retrain, tabular_run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -29,6 +29,9 @@ CONFIGS = {
     "nasrl_cifar.py": child_search_run,
     "nasnet_cifar.py": child_search_run,
     "blockqnn_digits.py": child_search_run,
+    "nasnet_retrain.py": retrain,
+    "darts.py": darts_run,
+    "custom_table.py": tabular_run,
 }
 CASES_PER_CONFIG = 240
 
@@ -61,7 +64,7 @@ def test_every_field_has_a_rule_and_the_defaults_pass(spec, config, module):
   for name in cc.flatten(config):
     if not name.startswith("space_kwargs."):
       assert name in listing
-  if "controller" in config:
+  if config.get("controller"):
     assert "controller Adam learning rate" in listing
 
 
@@ -86,13 +89,16 @@ def _bad_values(rule: cc.Rule, rng: random.Random) -> list:
       out += [rule.lt, rule.lt + rng.uniform(1e-3, 10)]
     return out + wrong_type
   if isinstance(rule, cc.Choice):
-    return ["no_such_" + str(rng.randint(0, 99)), 3, True] + wrong_type
+    return [v for v in ["no_such_" + str(rng.randint(0, 99)), 3, True] +
+            wrong_type if v not in rule.options]
   if isinstance(rule, cc.Bool):
     return ["True", 1] + ([] if rule.optional else [None])
   if isinstance(rule, cc.Str):
-    return [3, None, ["a"]]
+    return [3, ["a"]] + ([] if rule.optional else [None])
   if isinstance(rule, cc.Dict):
     return ["a", 3, [1]]
+  if isinstance(rule, cc.StrTuple):
+    return ["a", 3, ("",), (1,)] + ([] if rule.optional else [None])
   if isinstance(rule, cc.FloatTuple):
     return ["a", 3, (float("nan"),), (True,)] + ([] if rule.optional
                                                   else [None])

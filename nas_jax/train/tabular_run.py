@@ -63,6 +63,22 @@ SCHEMA: dict[str, cc.Rule] = {
     "keep": cc.Int(2, 10**6, doc="checkpoints kept"),
     **cc.controller_rules(),
     **cc.algorithm_rules(),
+    # evaluator="table" (nas_jax/evaluators/table.py; WORKSPACE.md, "Your
+    # own space and table").
+    "space": cc.Str(doc="a registered search space (evaluator='table')"),
+    "space_kwargs": cc.Dict(doc="arguments of the space's factory"),
+    "table.path": cc.Str(doc="CSV or JSON table of the space"),
+    "table.key": cc.Str(doc="column holding the architecture"),
+    "table.key_format": cc.Choice(table_lib.KEY_FORMATS, doc="how the key "
+                                  "column encodes an architecture"),
+    "table.records": cc.Str(doc="dotted path to the records in a JSON "
+                            "table ('': the top level)"),
+    "table.reward": cc.Str(doc="column that is the reward"),
+    "table.report": cc.StrTuple(doc="columns reported beside the reward"),
+    "table.cost": cc.Str(optional=True, doc="column of simulated training "
+                         "seconds ('' or None: none)"),
+    "table.reward_scale": cc.Float(gt=0, doc="rewards are divided by it "
+                                   "(100 for percentages)"),
 }
 # Changing these never changes what a resumed run computes.
 SAFE_FIELDS = ("keep", "table_path", "table.path", "nonfinite_reward")
