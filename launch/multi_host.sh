@@ -4,8 +4,8 @@
 # device mesh spans all processes' devices. With
 # --config.per_device_children=True every device of every host trains its
 # own child at once and runs a synchronous controller replica; process 0
-# writes WORKDIR, process i > 0 writes WORKDIR/process_i (its own copy of
-# the search, checkpoints included, for resuming). Installs nothing.
+# writes WORKDIR (with the checkpoints every process resumes from), process
+# i > 0 writes WORKDIR/process_i. Installs nothing.
 #
 # Usage:
 #   one command per host, the same CONFIG, WORKDIR and FLAGS everywhere:
@@ -39,8 +39,8 @@
 #   --dry-run                print the command(s), then exit 0.
 #   -h, --help               print this text.
 #
-# Resuming: run the same command(s) again; every process resumes from its
-# own checkpoint, so all of them continue from the same round.
+# Resuming: run the same command(s) again; every process resumes from
+# process 0's checkpoint in WORKDIR, so all continue from the same round.
 #
 # Example (two hosts, eight GPUs each, one child per GPU, 16 per round):
 #   host0$ launch/multi_host.sh --coordinator host0:8476 --num-processes 2 \

@@ -76,7 +76,7 @@ class Checkpointer:
   """
 
   def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int = 3,
-               required_meta: tuple[str, ...] = ()):
+               required_meta: tuple[str, ...] = (), read_only: bool = False):
     if max_to_keep < 2:
       raise ValueError(f"max_to_keep must be >= 2 so a corrupt latest "
                        f"checkpoint has a fallback, got {max_to_keep}")
@@ -84,6 +84,9 @@ class Checkpointer:
     self.unreadable_directory = self.directory.with_name(
         "checkpoints_unreadable")
     self.required_meta = tuple(required_meta)
+    # Restores only: never saves, never moves a step aside (another process
+    # of a multi-process job owns these checkpoints).
+    self.read_only = read_only
     options = {"max_to_keep": max_to_keep,
                "enable_async_checkpointing": False, "create": True,
                **self._own_process_options()}
@@ -91,9 +94,9 @@ class Checkpointer:
         self.directory, options=ocp.CheckpointManagerOptions(**options))
 
   def _own_process_options(self) -> dict:
-    """In a multi-process job each process checkpoints its own copy of the
-    (replicated) search state into its own workdir, on its own: orbax would
-    otherwise let only process 0 write and synchronise the others with it."""
+    """In a multi-process job each process uses its Checkpointer on its
+    own (process 0 writes, the others read process 0's checkpoints with
+    ``read_only``): orbax would otherwise synchronise them at every call."""
     if jax.process_count() == 1:
       return {}
     i = jax.process_index()
@@ -115,6 +118,8 @@ class Checkpointer:
 
   def _set_aside(self, step: int) -> pathlib.Path | None:
     """Moves an unreadable step out of orbax's view; returns where."""
+    if self.read_only:
+      return None
     src = self.directory / str(step)
     if not src.exists():
       return None
@@ -129,6 +134,8 @@ class Checkpointer:
     return dst
 
   def save(self, step: int, state: Any, meta: dict) -> None:
+    if self.read_only:
+      return
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(_to_saveable(state)),
         meta=ocp.args.JsonSave(meta)), force=True)

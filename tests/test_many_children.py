@@ -367,9 +367,11 @@ def test_two_processes_of_four_devices_equal_one_of_eight(nasrl_reference,
   ref_hist, ref_mets = _read(nasrl_reference)
   assert hist == ref_hist
   _same_controller(mets, ref_mets)
-  # Process 1 ran the same search into its own folder.
+  # Process 1 ran the same search into its own folder; the one checkpoint
+  # copy, which every process resumes from, is process 0's.
   assert _read(workdir / "process_1")[0] == ref_hist
-  assert (workdir / "process_1" / "checkpoints" / "1").is_dir()
+  assert (workdir / "checkpoints" / "1").is_dir()
+  assert not (workdir / "process_1" / "checkpoints").exists()
 
 
 # ------------------------------------------- the binary, tiny NASNet search

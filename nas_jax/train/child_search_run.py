@@ -318,8 +318,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # metric the checkpoint covers.
     writer.flush()
 
-  ckpt = checkpoint_lib.Checkpointer(workdir,
-                                     max_to_keep=config.get("keep", 3))
+  if jax.process_index() > 0:
+    # Every process holds the same search state (replicated), so one copy
+    # is kept: process 0's, in the main workdir (this process writes into
+    # WORKDIR/process_i), and every process resumes from it.
+    ckpt = checkpoint_lib.Checkpointer(workdir.parent, read_only=True,
+                                       max_to_keep=config.get("keep", 3))
+  else:
+    ckpt = checkpoint_lib.Checkpointer(workdir,
+                                       max_to_keep=config.get("keep", 3))
   t0 = time.perf_counter()
 
   def totals():
