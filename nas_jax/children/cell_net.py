@@ -28,7 +28,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from nas_jax.children import blockqnn_net
-from nas_jax.children import nasrl_cnn
 from nas_jax.children import ops as ops_lib
 from nas_jax.spaces import seed003
 
@@ -233,19 +232,20 @@ class BranchingCellNet(nn.Module):
     return ops_lib.Classifier(self.num_classes)(x)
 
 
+def _module(name: str):
+  """``nas_jax.children.<name>``, imported when first used (``nasnet``
+  builds on this module)."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  return importlib.import_module(f"nas_jax.children.{name}")
+
+
 _NETWORKS = {
+    "nasrl": lambda **kw: _module("nasrl_cnn").NasrlCNN(**kw),
+    "nasnet": lambda **kw: _module("nasnet").NASNet(**kw),
     "seed003_small": ChainCellNet,
     "seed003_large": BranchingCellNet,
-    "nasrl": nasrl_cnn.NasrlCNN,
-    "nasnet": lambda **kw: _nasnet().NASNet(**kw),
     "blockqnn": blockqnn_net.BlockQNNNet,
 }
-
-
-def _nasnet():
-  # children/nasnet.py builds on this module: imported when first used.
-  from nas_jax.children import nasnet  # pylint: disable=g-import-not-at-top
-  return nasnet
 
 
 def make_network(space_name: str, **kwargs: Any) -> nn.Module:
@@ -273,13 +273,13 @@ def child_param_count(space, params, arch) -> int:
   A network holds the weights of all candidates of each ``SwitchOp`` (as
   ``ops_<k>``); only the chosen one belongs to the child. A switch named
   ``op1`` / ``node2`` / ``layer3`` reads the decision of that name (or
-  ``node2/op``, ``layer3/type``). The ``nasrl`` and ``nasnet`` networks
-  count their own (padded kernels, concatenation widths).
+  ``node2/op``, ``layer3/type``).
   """
-  if space.name == "nasrl":
-    return nasrl_cnn.child_param_count(space, params, arch)
-  if space.name == "nasnet":
-    return _nasnet().child_param_count(space, params, arch)
+  # The nasrl and nasnet networks count their own (padded kernels,
+  # concatenation widths).
+  if space.name in ("nasrl", "nasnet"):
+    module = _module("nasrl_cnn" if space.name == "nasrl" else "nasnet")
+    return module.child_param_count(space, params, arch)
   arch = space.validate(arch)
   index = {d.name: t for t, d in enumerate(space.decisions)}
 
