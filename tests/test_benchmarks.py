@@ -19,6 +19,8 @@ CASES = [
     ("controller.py", [], "REINFORCE update"),
     ("checkpoint.py", [], "ENAS-sized"),
     ("child_training.py", [], "seed003_small"),
+    # nas_jax's side only where torch is absent (CI): the table still prints.
+    ("vs_torch.py", [], "small64"),
     ("seed003_table.py", [], "children"),
     ("seed003_search.py", [], "random"),
     ("enas_cnn.py", [], "supernet/static"),

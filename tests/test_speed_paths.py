@@ -1,8 +1,8 @@
 """The fast paths of issue 14 compute what the plain code computes.
 
-* ``SwitchOp`` recomputes the chosen op's forward in the backward pass
-  (``ops.REMAT_BRANCHES``): same gradients, for every op, as the op on its
-  own;
+* ``SwitchOp``, plain and recomputing the chosen op's forward in the
+  backward pass (``ops.REMAT_BRANCHES``, off by default): same gradients,
+  for every op, as the op on its own;
 * the between-cells reduction (``cell_net._reduce``) as a reshaped max: same
   values and gradients as ``nn.max_pool`` (inputs without ties), odd sizes
   included;
@@ -36,8 +36,9 @@ def _grads(sw_or_op, variables, x, index=None):
   return jax.jit(jax.grad(loss, argnums=(0, 1)))(variables["params"], x)
 
 
-def test_switch_gradients_equal_the_chosen_ops():
-  assert ops.REMAT_BRANCHES  # the path under test
+@pytest.mark.parametrize("remat", [False, True])
+def test_switch_gradients_equal_the_chosen_ops(monkeypatch, remat):
+  monkeypatch.setattr(ops, "REMAT_BRANCHES", remat)
   x = jax.random.normal(jax.random.key(1), (2, 6, 6, C))
   sw = ops.SwitchOp(seed003.OPS, C)
   variables = sw.init(jax.random.key(2), x, 0, False)

@@ -51,8 +51,11 @@ from nas_jax.children import conv as conv_lib
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 # Recompute the chosen op's forward in the backward pass instead of keeping
-# its activations (see SwitchOp for why).
-REMAT_BRANCHES = True
+# its activations: lax.switch's residuals are the union over branches and
+# the chosen branch fills the others' with zeros. Measured 5-9% faster at
+# 28x28, batch 64, but the main job (8x8 digits, batch 32) 15-25% slower, so
+# off (benchmarks/README.md, "Speed against plain PyTorch").
+REMAT_BRANCHES = False
 
 
 def _batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
