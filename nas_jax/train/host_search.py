@@ -167,8 +167,9 @@ class _Forecast:
   the novelty of its last rounds) and is redone only while it costs under
   ``budget`` of the run's time, so the ETA does not slow the search.
 
-  Without a reward cache every round costs the same: the ETA is the mean
-  steady round time times the rounds left.
+  Without a reward cache (or where the replay cannot run: functions that
+  place their own work on a multi-process mesh) the ETA is the mean steady
+  round time times the rounds left.
   """
 
   def __init__(self, propose, feedback, k_loop, num_rounds: int,
@@ -330,10 +331,14 @@ def run(algorithm: algo_base.Algorithm,
   if guard is not None:
     guard.nothing_to_save = True  # the restored (or fresh) state
   status = "done"
-  # Rounds after this session's first (which compiles) feed the ETA.
+  # Rounds after this session's first (which compiles) feed the ETA. The
+  # replay runs only where it is this process's own work: with jit=False
+  # the functions may hold collectives, and processes would not agree on
+  # when to replay (it is timed), so they would wait on each other.
   forecast = _Forecast(propose, feedback, k_loop, num_rounds,
-                       caching=hasattr(evaluate, "state_dict") or
-                       getattr(evaluate, "cache", None) is not None)
+                       caching=(hasattr(evaluate, "state_dict") or
+                                getattr(evaluate, "cache", None) is not None)
+                       and jit and jax.process_count() == 1)
   seen = {rec.arch.tobytes(): rec.reward for rec in records}
   heartbeat = _Heartbeat(heartbeat_seconds)
   timing_key = _timing_key(algorithm, evaluate)
