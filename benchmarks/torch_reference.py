@@ -20,6 +20,8 @@ so that the two can be compared side by side on one CPU:
   earlier nodes, ENAS-style): re-score the given architectures (teacher
   forcing), loss ``-mean(A * log p) - 1e-4 * mean(entropy)``, backward, Adam
   (lr 3.5e-4).
+* ``sample``: sampling a batch of architectures from that controller
+  (no gradient; Gumbel-max per decision).
 
 It never imports jax or nas_jax, and torch is no dependency of the project:
 run it with any Python where ``torch`` imports. Prints one JSON line: the
@@ -27,6 +29,7 @@ median seconds per step over ``--steps`` timed steps after ``--warmup``.
 
     python benchmarks/torch_reference.py child --child small --batch 64
     python benchmarks/torch_reference.py update --batch 1024
+    python benchmarks/torch_reference.py sample --batch 1
 """
 
 from __future__ import annotations
@@ -171,7 +174,22 @@ class Controller(nn.Module):
     return logp_all.gather(-1, a[:, None])[:, 0], ent
 
   def forward(self, arch):  # arch: [B, 23] (node0/act, then prev, act ...)
-    b = arch.shape[0]
+    return self.rollout(arch.shape[0], arch)[:2]
+
+  def rollout(self, b: int, arch=None):
+    """Re-scores ``arch`` or, if None, samples (Gumbel-max, one draw per
+    decision): ``(log_prob [B], entropy [B], arch [B, 23])``."""
+    picked = []
+
+    def choose(logits, t):
+      if arch is not None:
+        return arch[:, t]
+      u = torch.rand(logits.shape).clamp_(1e-20, 1.0)
+      a = torch.argmax(TANH_CONSTANT * torch.tanh(logits)
+                       - torch.log(-torch.log(u)), -1)
+      picked.append(a)
+      return a
+
     rows = torch.arange(b)
     c = h = torch.zeros(b, HIDDEN)
     inp = self.go.expand(b, HIDDEN)
@@ -182,18 +200,21 @@ class Controller(nn.Module):
         c, h = self.lstm(inp, c, h)
         keys = torch.stack(proj, 1)  # [B, node, H]
         scores = torch.tanh(keys + (h @ self.attn_curr)[:, None]) @ self.attn_v
-        lp, e = self.pick(scores, arch[:, t])
+        a = choose(scores, t)
+        lp, e = self.pick(scores, a)
         logp, ent = logp + lp, ent + e
-        inp = torch.stack(raw, 1)[rows, arch[:, t]]
+        inp = torch.stack(raw, 1)[rows, a]
         t += 1
       c, h = self.lstm(inp, c, h)  # the activation
-      lp, e = self.pick(h @ self.head_w + self.head_b, arch[:, t])
+      logits = h @ self.head_w + self.head_b
+      a = choose(logits, t)
+      lp, e = self.pick(logits, a)
       logp, ent = logp + lp, ent + e
-      inp = self.embedding[arch[:, t]]
+      inp = self.embedding[a]
       t += 1
       raw.append(h)
       proj.append(h @ self.attn_prev)
-    return logp, ent
+    return logp, ent, (arch if arch is not None else torch.stack(picked, 1))
 
 
 def random_archs(batch: int, gen: torch.Generator) -> torch.Tensor:
@@ -226,9 +247,20 @@ def update_step_fn(batch: int):
   return step
 
 
+def sample_step_fn(batch: int):
+  torch.manual_seed(0)
+  model = Controller()
+
+  def step():
+    with torch.no_grad():
+      return model.rollout(batch)[2]
+
+  return step
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("workload", choices=("child", "update"))
+  p.add_argument("workload", choices=("child", "update", "sample"))
   p.add_argument("--child", choices=tuple(CHILDREN), default="small")
   p.add_argument("--batch", type=int, default=64)
   p.add_argument("--steps", type=int, default=10)
@@ -238,8 +270,9 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   if args.threads:
     torch.set_num_threads(args.threads)
-  step = (child_step_fn(args.child, args.batch) if args.workload == "child"
-          else update_step_fn(args.batch))
+  step = {"child": lambda: child_step_fn(args.child, args.batch),
+          "update": lambda: update_step_fn(args.batch),
+          "sample": lambda: sample_step_fn(args.batch)}[args.workload]()
   for _ in range(args.warmup):
     step()
   times = []

@@ -17,7 +17,10 @@ Workloads (the issue's table):
 * ``large64`` / ``large256``: the ``seed003_large`` child
   ``x>conv_3x3;n0>sep_conv_3x3;x>conv_5x5`` on 32x32x3;
 * ``update1024``: ``jit(reinforce(...).feedback)`` on 1024 architectures of
-  the ENAS RNN space (``benchmarks/controller.py``'s update).
+  the ENAS RNN space (``benchmarks/controller.py``'s update);
+* ``sample1`` / ``sample1024``: ``jit(vmap(controller.sample))`` at batch 1 /
+  1024 (``benchmarks/controller.py``'s sampling; not part of the default
+  list: ``--workloads sample1,sample1024``).
 
 PyTorch is optional and never a dependency: the PyTorch side runs with
 ``--torch_python`` (default ``$NAS_JAX_TORCH_PYTHON``, else this Python) if
@@ -56,6 +59,8 @@ WORKLOADS = {
     "large64": ("child", "large", 64),
     "large256": ("child", "large", 256),
     "update1024": ("update", None, 1024),
+    "sample1": ("sample", None, 1),
+    "sample1024": ("sample", None, 1024),
 }
 _SPACES = {"small": ("seed003_small", (28, 28, 1)),
            "large": ("seed003_large", (32, 32, 3))}
@@ -75,6 +80,11 @@ def jax_worker(kind: str, child: str | None, batch: int, steps: int,
             "compilations": row["compilations"]}
   import controller  # noqa: PLC0415  (benchmarks/controller.py)
   ctrl = controller.make_controller(controller.enas_rnn_space())
+  if kind == "sample":
+    import jax  # noqa: PLC0415
+    params = ctrl.init(jax.random.key(0))
+    row = controller.time_sampling(ctrl, params, batch, steps)
+    return {"median_s": row["median_s"]}
   row = controller.time_update(ctrl, batch, steps)
   return {"median_s": row["median_s"]}
 
@@ -114,10 +124,12 @@ def _run(cmd: list[str], xla_flags: str | None = None) -> dict:
 
 def measure(name: str, args, torch_exe: str | None) -> dict:
   kind, child, batch = WORKLOADS[name]
+  # Sampling calls take milliseconds: 10x the steps for a stable median.
+  steps = args.steps * (10 if kind == "sample" else 1)
   jax_cmd = [sys.executable, str(HERE / "vs_torch.py"), "--worker", name,
-             "--steps", str(args.steps), "--warmup", str(args.warmup)]
+             "--steps", str(steps), "--warmup", str(args.warmup)]
   torch_cmd = [torch_exe or "", str(HERE / "torch_reference.py"), kind,
-               "--batch", str(batch), "--steps", str(args.steps),
+               "--batch", str(batch), "--steps", str(steps),
                "--warmup", str(args.warmup)]
   if child:
     torch_cmd += ["--child", child]
@@ -137,7 +149,7 @@ def measure(name: str, args, torch_exe: str | None) -> dict:
       out = (_run(jax_cmd, xla_flags) if side == "nas_jax"
              else _run(torch_cmd))
       sides[side].append(out["median_s"])
-      print(f"  {name} round {r} {side}: {out['median_s'] * 1e3:.1f} ms "
+      print(f"  {name} round {r} {side}: {_ms(out['median_s'])} "
             f"(load {loads[-1]})", flush=True)
   jax_s = statistics.median(sides["nas_jax"])
   torch_s = statistics.median(sides["torch"]) if sides["torch"] else None
@@ -147,6 +159,11 @@ def measure(name: str, args, torch_exe: str | None) -> dict:
           "torch_s": torch_s, "ratio": torch_s / jax_s if torch_s else None,
           "round_ratios": per_round, "nas_jax_runs": sides["nas_jax"],
           "torch_runs": sides["torch"], "loads": loads}
+
+
+def _ms(seconds: float) -> str:
+  ms = seconds * 1e3
+  return f"{ms:.2f} ms" if ms < 10 else f"{ms:.1f} ms"
 
 
 def _per_s(name: str, seconds: float) -> str:
@@ -159,7 +176,8 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(
       description=__doc__.split("\n\n")[0],
       formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--workloads", default=",".join(WORKLOADS),
+  p.add_argument("--workloads", default="small64,small256,large64,large256,"
+                 "update1024",
                  help=f"comma list of {', '.join(WORKLOADS)}")
   p.add_argument("--rounds", type=int, default=3,
                  help="A/B rounds per workload (one process per side each)")
@@ -210,8 +228,8 @@ def main(argv=None) -> int:
     loads = [x for x in r["loads"] if x is not None]
     lines.append((
         r["workload"],
-        f"{r['nas_jax_s'] * 1e3:.1f} ms ({_per_s(r['workload'], r['nas_jax_s'])})",
-        (f"{r['torch_s'] * 1e3:.1f} ms ({_per_s(r['workload'], r['torch_s'])})"
+        f"{_ms(r['nas_jax_s'])} ({_per_s(r['workload'], r['nas_jax_s'])})",
+        (f"{_ms(r['torch_s'])} ({_per_s(r['workload'], r['torch_s'])})"
          if r["torch_s"] else "skipped"),
         f"{r['ratio']:.2f}x" if r["ratio"] else "-",
         ", ".join(f"{x:.2f}" for x in r["round_ratios"]) or "-",
