@@ -397,6 +397,13 @@ def test_tiny_nasnet_ppo_search_on_eight_devices(tmp_path):
   best = json.loads((workdir / "best.json").read_text())
   assert best["reward"] == max(h[3] for h in hist)
   assert best["num_params"] > 0
+  # Every child's parameter count is in its history line (issue 11).
+  lines = [json.loads(l) for l in
+           (workdir / "history.jsonl").read_text().splitlines()]
+  assert all(isinstance(l["params"], int) and l["params"] > 0
+             for l in lines)
+  assert any(l["params"] == best["num_params"] and l["reward"] ==
+             best["reward"] for l in lines)
 
 
 def test_multi_host_launch_script_dry_run():

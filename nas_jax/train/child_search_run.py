@@ -266,14 +266,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   def write(rec: host_search.Record):
     reward = rec.reward if np.isfinite(rec.reward) else None
+    result = evaluator.cache.get(space.to_text(rec.arch))
+    cost = costs.history_costs(trainer.network, space, rec.arch,
+                               dataset.train_images.shape[1:])
+    if not cost and getattr(result, "num_params", None):
+      # No analytic model of this network (NAS-RL, NASNet): the trained
+      # child's own parameter count.
+      cost = {"params": int(result.num_params)}
     history.write(json.dumps({
         "step": rec.step, "round": rec.round,
         "arch": space.to_text(rec.arch), "reward": reward,
         "seconds": rec.cost, "cached": rec.cost == 0.0,
-        "accuracy": getattr(evaluator.cache.get(space.to_text(rec.arch)),
-                            "val_accuracy", None),
-        **costs.history_costs(trainer.network, space, rec.arch,
-                              dataset.train_images.shape[1:])}) + "\n")
+        "accuracy": getattr(result, "val_accuracy", None),
+        **cost}) + "\n")
     history.flush()
 
   writer = metrics_lib.MetricWriter(workdir)
