@@ -177,3 +177,10 @@ def test_known_misspellings_suggest_the_field():
   with pytest.raises(ValueError, match=r"reward_column must be one of .*got "
                      r"'valid_acc_12'; did you mean 'valid_acc_12ep'\?"):
     cc.check({"reward_column": "valid_acc_12"}, tabular_run.SCHEMA)
+
+
+def test_image_data_rules_name_every_data_set():
+  """config_check stays free of heavy imports, so its list of image data
+  sets is written out; it must be the loader's."""
+  from nas_jax.data import datasets
+  assert cc.image_data_rules()["data.name"].options == tuple(datasets.NAMES)

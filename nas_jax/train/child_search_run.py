@@ -57,15 +57,7 @@ SCHEMA: dict[str, cc.Rule] = {
         "a multiple of the device count"),
     "checkpoint_every": cc.Int(1, 10**7, doc="rounds between checkpoints"),
     "keep": cc.Int(2, 10**6, doc="checkpoints kept"),
-    "data.name": cc.Choice(("digits", "mnist", "fashion_mnist", "cifar10"),
-                           doc="data set"),
-    "data.data_dir": cc.Str(doc="data folder ('': $NAS_JAX_DATA_DIR or "
-                            "../shared/data)"),
-    "data.num_val": cc.Int(1, 10**7, doc="validation images (the reward)"),
-    "data.max_train": cc.Int(0, 10**8, doc="training images (0: all)"),
-    "data.split_seed": cc.Int(0, 2**31 - 1, doc="seed of the val split"),
-    "data.augment": cc.Choice(("", "cifar"), doc="training augmentation"),
-    "data.cutout": cc.Int(0, 1024, doc="cutout size with cifar augmentation"),
+    **cc.image_data_rules(),
     "network.num_cells": cc.Int(1, 64, doc="cells in a child"),
     "network.channels": cc.Int(1, 4096, doc="channels of a child's cells"),
     "network.num_layers": cc.Int(1, 64, doc="NAS-RL: conv layers (= "

@@ -69,14 +69,11 @@ SCHEMA: dict[str, cc.Rule] = {
                          "no lookup if absent; 'off': no lookup)"),
     "eval_batch_size": cc.Int(1, 10**6, doc="batch of the validation "
                               "accuracy pass"),
-    "data.name": cc.Choice(datasets.NAMES, doc="data set"),
-    "data.data_dir": cc.Str(doc="data folder ('': $NAS_JAX_DATA_DIR or "
-                            "../shared/data)"),
+    **cc.image_data_rules(),
     "data.num_val": cc.Int(1, 10**7, doc="validation images (alpha's "
                            "training data)"),
     "data.max_train": cc.Int(0, 10**8, doc="training images for the weights "
                              "(0: all)"),
-    "data.split_seed": cc.Int(0, 2**31 - 1, doc="seed of the val split"),
     "network.channels": cc.Int(1, 4096, doc="width of the first stage"),
     "network.num_cells": cc.Int(1, 64, doc="cells per stage"),
     "network.num_reductions": cc.Int(0, 8, doc="reductions between stages"),

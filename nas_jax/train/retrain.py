@@ -42,7 +42,6 @@ from nas_jax import metrics as metrics_lib
 from nas_jax import viz
 from nas_jax.children import enas_cnn
 from nas_jax.children import nasnet
-from nas_jax.data import datasets
 from nas_jax.data import pipeline
 from nas_jax.evaluators.train_from_scratch import ChildState
 from nas_jax.spaces import base as spaces_base
@@ -66,14 +65,8 @@ SCHEMA: dict[str, cc.Rule] = {
                    f"name ({', '.join(NAMED)})"),
     "keep": cc.Int(2, 10**6, doc="checkpoints kept"),
     "eval_batch_size": cc.Int(1, 10**6, doc="evaluation batch"),
-    "data.name": cc.Choice(tuple(datasets.NAMES), doc="data set"),
-    "data.data_dir": cc.Str(doc="data folder ('': $NAS_JAX_DATA_DIR or "
-                            "../shared/data)"),
+    **cc.image_data_rules(),
     "data.num_val": cc.Int(1, 10**7, doc="validation images"),
-    "data.max_train": cc.Int(0, 10**8, doc="training images (0: all)"),
-    "data.split_seed": cc.Int(0, 2**31 - 1, doc="seed of the val split"),
-    "data.augment": cc.Choice(("", "cifar"), doc="training augmentation"),
-    "data.cutout": cc.Int(0, 1024, doc="cutout size with cifar augmentation"),
     "network.num_cells": cc.Int(1, 64, doc="N: normal cells per stage"),
     "network.channels": cc.Int(1, 4096, doc="filters of the first stage "
                                "(micro/NASNet) or of every layer (macro)"),
