@@ -165,13 +165,14 @@ def time_train_step(space_name: str, shape, arch_text: str, batch_size: int,
   for _ in range(warmup):
     state, loss = trainer._train_step(state, arch_j, images, labels, key)
   jax.block_until_ready((state, loss))
-  times = []
+  times, faults = [], []
   for i in range(steps):
     k = jax.random.fold_in(key, i)
-    t0 = time.perf_counter()
+    f0, t0 = common.minor_faults(), time.perf_counter()
     state, loss = trainer._train_step(state, arch_j, images, labels, k)
     jax.block_until_ready((state, loss))
     times.append(time.perf_counter() - t0)
+    faults.append(common.minor_faults() - f0)
   med = statistics.median(times)
   return {
       "space": space_name, "input": "x".join(map(str, shape)),
@@ -181,6 +182,7 @@ def time_train_step(space_name: str, shape, arch_text: str, batch_size: int,
       "min_step_ms": 1e3 * min(times), "max_step_ms": 1e3 * max(times),
       "images_per_s": batch_size / med, "steps_timed": steps,
       "compilations": trainer.num_traces,
+      "faults_per_step": statistics.median(faults),
       "final_loss": float(loss),
   }
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import resource
 import time
 
 import jax
 
 from nas_jax import compile_cache
+from nas_jax import host_memory
 
 COMPILE_CACHE = compile_cache.enable()
 
@@ -58,7 +60,15 @@ def machine_info() -> dict:
       "devices": [str(d) for d in jax.devices()],
       "load_average_1m": load_average(),
       "compile_cache": str(COMPILE_CACHE) if COMPILE_CACHE else "off",
+      "host_memory": host_memory.status(),
   }
+
+
+def minor_faults() -> int:
+  """This process's minor page faults so far (``getrusage``): a program
+  whose scratch memory comes back fresh from the kernel every call faults
+  tens of thousands of times per call (``nas_jax.host_memory``)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def print_header(info: dict, extra_lines=()):
@@ -70,7 +80,8 @@ def print_header(info: dict, extra_lines=()):
   print(f"machine: {info['cpu']} ({info['cpu_count']} CPUs, 1-min load "
         f"{load} at start), {info['platform']}")
   print(f"jax:     {info['jax']}, devices {', '.join(info['devices'])}, "
-        f"compilation cache {info.get('compile_cache', 'off')}")
+        f"compilation cache {info.get('compile_cache', 'off')}, "
+        f"host memory kept: {info.get('host_memory', 'n/a')}")
   for line in extra_lines:
     print(line)
   print(end="", flush=True)

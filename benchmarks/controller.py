@@ -76,13 +76,20 @@ def make_controller(space) -> lstm_policy.Controller:
       temperature=TEMPERATURE, tanh_constant=TANH_CONSTANT, unroll=True)
 
 
-def _median_time(fn, args, repeats: int) -> tuple[float, list[float]]:
+def _median_time(fn, args, repeats: int, faults: dict | None = None
+                 ) -> tuple[float, list[float]]:
+  """Median seconds of ``repeats`` calls after one warm-up call; with
+  ``faults``, sets ``faults["per_call"]`` to the timed calls' median minor
+  page faults."""
   jax.block_until_ready(fn(*args))  # warm-up: compile and first run
-  times = []
+  times, counts = [], []
   for _ in range(repeats):
-    t0 = time.perf_counter()
+    f0, t0 = common.minor_faults(), time.perf_counter()
     jax.block_until_ready(fn(*args))
     times.append(time.perf_counter() - t0)
+    counts.append(common.minor_faults() - f0)
+  if faults is not None:
+    faults["per_call"] = statistics.median(counts)
   return statistics.median(times), times
 
 
@@ -92,9 +99,11 @@ def time_sampling(controller, params, batch: int, repeats: int) -> dict:
   t0 = time.perf_counter()
   jax.block_until_ready(fn(params, keys))
   first = time.perf_counter() - t0
-  med, times = _median_time(fn, (params, keys), repeats)
+  faults = {}
+  med, times = _median_time(fn, (params, keys), repeats, faults)
   return {"batch": batch, "first_call_s": first, "median_s": med,
-          "arch_per_s": batch / med, "repeats": len(times)}
+          "arch_per_s": batch / med, "repeats": len(times),
+          "faults_per_call": faults["per_call"]}
 
 
 def time_update(controller, batch: int, repeats: int) -> dict:
@@ -110,9 +119,12 @@ def time_update(controller, batch: int, repeats: int) -> dict:
   t0 = time.perf_counter()
   state = jax.block_until_ready(feedback(state, archs, rewards))
   first = time.perf_counter() - t0
-  med, times = _median_time(feedback, (state, archs, rewards), repeats)
+  faults = {}
+  med, times = _median_time(feedback, (state, archs, rewards), repeats,
+                            faults)
   return {"batch": batch, "first_call_s": first, "median_s": med,
-          "median_ms": med * 1e3, "repeats": len(times)}
+          "median_ms": med * 1e3, "repeats": len(times),
+          "faults_per_call": faults["per_call"]}
 
 
 def time_lstm_floor(batch: int, steps: int, hidden: int, repeats: int

@@ -77,16 +77,18 @@ def jax_worker(kind: str, child: str | None, batch: int, steps: int,
     row = child_training.time_train_step(space, shape, arch, batch, steps,
                                          warmup)
     return {"median_s": row["median_step_ms"] / 1e3,
-            "compilations": row["compilations"]}
+            "compilations": row["compilations"],
+            "faults_per_call": row["faults_per_step"]}
   import controller  # noqa: PLC0415  (benchmarks/controller.py)
   ctrl = controller.make_controller(controller.enas_rnn_space())
   if kind == "sample":
     import jax  # noqa: PLC0415
     params = ctrl.init(jax.random.key(0))
     row = controller.time_sampling(ctrl, params, batch, steps)
-    return {"median_s": row["median_s"]}
-  row = controller.time_update(ctrl, batch, steps)
-  return {"median_s": row["median_s"]}
+  else:
+    row = controller.time_update(ctrl, batch, steps)
+  return {"median_s": row["median_s"],
+          "faults_per_call": row["faults_per_call"]}
 
 
 def torch_python(explicit: str | None) -> tuple[str | None, str]:

@@ -14,8 +14,12 @@ writes both gradients as ordinary ``NHWC``/``HWIO`` convolutions (with
 explicit transposes where the roles of the axes change), a form the CPU
 backend runs fast wherever it appears. Depthwise convolutions (one channel
 per group, as in ``SepConv``) are slow on XLA:CPU as grouped convolutions
-anywhere, forward included, so for them the forward and both gradients are
-sums of shifted slices instead (``_DEPTHWISE_AS_SHIFTS``). The values are
+anywhere, forward included, so for them the forward and the input gradient
+are sums of shifted slices instead (``_DEPTHWISE_AS_SHIFTS``). The kernel
+gradients (dense and depthwise) run on CPU as native single-pass kernels
+(:mod:`~nas_jax.children.cpu_kernels`, 3-10x faster than any XLA form
+measured) and elsewhere, or without a C++ compiler, as the ``jax.numpy``
+forms ``_dense_kernel_grad`` and ``_depthwise_kernel_grad``. The values are
 autodiff's; ``tests/test_conv.py`` checks them against ``jax.grad`` of
 ``lax.conv_general_dilated`` and :class:`flax.linen.Conv`.
 
@@ -32,6 +36,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from nas_jax.children import cpu_kernels
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -112,6 +118,31 @@ def _conv2d_fwd(x, kernel, dilation, feature_group_count):
   return _forward(x, kernel, dilation, feature_group_count), (x, kernel)
 
 
+def _depthwise_kernel_grad(x, g, kernel_hw, dilation, pads):
+  """``[kh, kw, C]``: one reduction over batch and pixels per tap."""
+  xp = _pad_hw(x, pads)
+  taps = {(i, j): jnp.sum(win * g, axis=(0, 1, 2))
+          for i, j, win in _shifted_windows(xp, kernel_hw, dilation,
+                                            x.shape[1:3])}
+  return jnp.stack([jnp.stack([taps[i, j] for j in range(kernel_hw[1])])
+                    for i in range(kernel_hw[0])])
+
+
+def _dense_kernel_grad(x, g, dilation, pads):
+  """``[kh, kw, Cin, Cout]``: dkernel[t, i, o] = sum over batch and pixels
+  of x_pad[pixel + t*d, i] * g[pixel, o], as a conv whose "batch" is x's
+  channels, whose contracted features are the batch, whose window is g's
+  image and whose output positions (stride d) are the kernel taps. The
+  transposes put the operands in plain NHWC/HWIO form, the one the CPU
+  backend runs fast."""
+  lhs = x.transpose(3, 1, 2, 0)  # [Cin, H, W, B]
+  rhs = g.transpose(1, 2, 0, 3)  # [H, W, B, Cout]
+  dk = lax.conv_general_dilated(
+      lhs, rhs, window_strides=dilation, padding=pads,
+      dimension_numbers=_NHWC)  # [Cin, kh, kw, Cout]
+  return dk.transpose(1, 2, 0, 3)
+
+
 def _conv2d_bwd(dilation, feature_group_count, residuals, g):
   x, kernel = residuals
   kh, kw, cin_per_group, cout = kernel.shape
@@ -134,12 +165,11 @@ def _conv2d_bwd(dilation, feature_group_count, residuals, g):
     dx = jnp.zeros_like(x)
     for i, j, win in _shifted_windows(gp, (kh, kw), dilation, hw, flip=True):
       dx = dx + win * kernel[i, j, 0]
-    xp = _pad_hw(x, pads)
-    taps = {(i, j): jnp.sum(win * g, axis=(0, 1, 2))
-            for i, j, win in _shifted_windows(xp, (kh, kw), dilation, hw)}
-    dk = jnp.stack([jnp.stack([taps[i, j] for j in range(kw)])
-                    for i in range(kh)])[:, :, None, :]
-    return dx, dk.astype(kernel.dtype)
+    dk = cpu_kernels.depthwise_kernel_grad(
+        x, g, (kh, kw), dilation, pads,
+        portable=functools.partial(_depthwise_kernel_grad, kernel_hw=(kh, kw),
+                                   dilation=dilation, pads=pads))
+    return dx, dk[:, :, None, :].astype(kernel.dtype)
 
   # dx is the forward conv's transpose: a conv of g with the spatially
   # flipped kernel whose in/out roles are swapped within each group, padded
@@ -152,20 +182,13 @@ def _conv2d_bwd(dilation, feature_group_count, residuals, g):
       rhs_dilation=dilation, dimension_numbers=_NHWC,
       feature_group_count=groups)
 
-  # dkernel[t, i, o] = sum over batch and pixels of x_pad[pixel + t*d, i] *
-  # g[pixel, o]: a conv whose "batch" is x's channels, whose contracted
-  # features are the batch, whose window is g's image and whose output
-  # positions (stride d) are the kernel taps. The transposes put the operands
-  # in plain NHWC/HWIO form, the one the CPU backend runs fast.
   if groups == 1:
-    lhs = x.transpose(3, 1, 2, 0)  # [Cin, H, W, B]
-    rhs = g.transpose(1, 2, 0, 3)  # [H, W, B, Cout]
-    dk = lax.conv_general_dilated(
-        lhs, rhs, window_strides=dilation, padding=pads,
-        dimension_numbers=_NHWC)  # [Cin, kh, kw, Cout]
-    dk = dk.transpose(1, 2, 0, 3)
+    dk = cpu_kernels.dense_kernel_grad(
+        x, g, (kh, kw), dilation, pads,
+        portable=functools.partial(_dense_kernel_grad, dilation=dilation,
+                                   pads=pads))
   else:
-    # Each group contracts only its own channels: fold the groups into the
+    # As _dense_kernel_grad; each group contracts only its own channels: fold the groups into the
     # feature axis (group-major) and let feature_group_count keep them apart.
     b, h, w, cin = x.shape
     lhs = x.reshape(b, h, w, groups, cin_per_group).transpose(4, 1, 2, 3, 0)

@@ -1,0 +1,232 @@
+// Kernel gradients of stride-1 convolutions for XLA:CPU, as XLA FFI
+// handlers (nas_jax/children/cpu_kernels.py builds and registers them).
+//
+// Why: XLA:CPU has no single-pass kernel for these. It runs a depthwise
+// kernel gradient as one reduction over the whole batch per kernel tap
+// (each reading the activations and the output gradient again) and a dense
+// one as a convolution whose window is the whole image, after transposing
+// both operands; together they were about 40% of a seed-003 child's train
+// step on one core (benchmarks/README.md, "Speed against plain PyTorch").
+// Here each output gradient vector is read once and multiplied into every
+// tap's accumulators while they sit in registers.
+//
+// Both take x [L..., B, H, W, Ci] and g [L..., B, H, W, Co] (float32,
+// row-major NHWC; L... are leading vmap dimensions) and return, per leading
+// index, sum over b, y, x of xpad[b, y + i*dh, x + j*dw, :] (outer) g[b, y,
+// x, :], where xpad is x zero-padded by (ph, pw) before: "SAME" padding
+// whose extra pixel goes after, as XLA and Flax pad.
+//   depthwise: Ci == Co == C, the channel-wise product: dk [L..., kh, kw, C]
+//   dense:     the outer product:                     dk [L..., kh, kw, Ci, Co]
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+constexpr int kLanes = 16;  // channels per block: one AVX-512 register
+
+struct Geometry {
+  int64_t lead, b, h, w, ci, co;
+  int64_t kh, kw, dh, dw, ph, pw;
+};
+
+// Rows y of g for which tap row i reads inside x: 0 <= y + i*dh - ph < h.
+inline void valid_range(int64_t n, int64_t offset, int64_t* lo, int64_t* hi) {
+  *lo = std::max<int64_t>(0, -offset);
+  *hi = std::min<int64_t>(n, n - offset);
+}
+
+// A vector of 16 floats (GCC/Clang vector extension): one AVX-512
+// register, two AVX2 ones.
+typedef float v16 __attribute__((vector_size(64)));
+
+// The first n (< 16) floats at p, zero-padded. (A full vector is a
+// fixed-size memcpy, which compiles to one unaligned load.)
+inline v16 load_part(const float* p, int64_t n) {
+  alignas(64) float buf[kLanes] = {};
+  for (int64_t k = 0; k < n; ++k) buf[k] = p[k];
+  v16 v;
+  std::memcpy(&v, buf, sizeof(v));
+  return v;
+}
+
+inline v16 load_full(const float* p) {
+  v16 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// Adds to acc[r] (r < 16 input channels of the block ci0, 16 output
+// channels of the block co0) the products of tap (i, j) over images
+// [b0, b1). NCI, the block's input channels, is a template argument so
+// that the accumulators stay in registers; FULL: 16 output channels.
+template <int NCI, bool FULL>
+void dense_tap(const Geometry& q, const float* x, const float* g, int64_t b0,
+               int64_t b1, int64_t i, int64_t j, int64_t ci0, int64_t co0,
+               int64_t nco, v16* acc) {
+  v16 a[kLanes];
+  for (int r = 0; r < kLanes; ++r) a[r] = acc[r];
+  int64_t y_lo, y_hi, x_lo, x_hi;
+  valid_range(q.h, i * q.dh - q.ph, &y_lo, &y_hi);
+  valid_range(q.w, j * q.dw - q.pw, &x_lo, &x_hi);
+  for (int64_t b = b0; b < b1; ++b) {
+    for (int64_t y = y_lo; y < y_hi; ++y) {
+      const int64_t sy = y + i * q.dh - q.ph;
+      const float* grow = g + ((b * q.h + y) * q.w) * q.co + co0;
+      const float* xrow = x + ((b * q.h + sy) * q.w) * q.ci + ci0;
+      for (int64_t xx = x_lo; xx < x_hi; ++xx) {
+        const v16 gv = FULL ? load_full(grow + xx * q.co)
+                            : load_part(grow + xx * q.co, nco);
+        const float* xp = xrow + (xx + j * q.dw - q.pw) * q.ci;
+        for (int r = 0; r < NCI; ++r) a[r] += xp[r] * gv;
+      }
+    }
+  }
+  for (int r = 0; r < kLanes; ++r) acc[r] = a[r];
+}
+
+template <int NCI>
+void dense_tap_any(const Geometry& q, const float* x, const float* g,
+                   int64_t b0, int64_t b1, int64_t i, int64_t j, int64_t ci0,
+                   int64_t co0, int64_t nco, v16* acc) {
+  if (nco == kLanes)
+    dense_tap<NCI, true>(q, x, g, b0, b1, i, j, ci0, co0, nco, acc);
+  else
+    dense_tap<NCI, false>(q, x, g, b0, b1, i, j, ci0, co0, nco, acc);
+}
+
+using TapFn = void (*)(const Geometry&, const float*, const float*, int64_t,
+                       int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                       v16*);
+constexpr TapFn kTapFns[kLanes + 1] = {
+    nullptr, dense_tap_any<1>, dense_tap_any<2>, dense_tap_any<3>,
+    dense_tap_any<4>, dense_tap_any<5>, dense_tap_any<6>, dense_tap_any<7>,
+    dense_tap_any<8>, dense_tap_any<9>, dense_tap_any<10>, dense_tap_any<11>,
+    dense_tap_any<12>, dense_tap_any<13>, dense_tap_any<14>,
+    dense_tap_any<15>, dense_tap_any<16>};
+
+void dense(const Geometry& q, const float* x, const float* g, float* dk) {
+  const int64_t taps = q.kh * q.kw;
+  // Images per chunk: a chunk of x and g (about 256 KiB) stays in cache
+  // while every tap sweeps it.
+  const int64_t per_image = q.h * q.w * (q.ci + q.co);
+  const int64_t chunk = std::max<int64_t>(1, (1 << 16) / per_image);
+  std::vector<v16> acc(taps * kLanes);
+  for (int64_t ci0 = 0; ci0 < q.ci; ci0 += kLanes) {
+    const int64_t nci = std::min<int64_t>(kLanes, q.ci - ci0);
+    for (int64_t co0 = 0; co0 < q.co; co0 += kLanes) {
+      const int64_t nco = std::min<int64_t>(kLanes, q.co - co0);
+      std::fill(acc.begin(), acc.end(), v16{});
+      for (int64_t b0 = 0; b0 < q.b; b0 += chunk) {
+        const int64_t b1 = std::min(q.b, b0 + chunk);
+        for (int64_t t = 0; t < taps; ++t) {
+          kTapFns[nci](q, x, g, b0, b1, t / q.kw, t % q.kw, ci0, co0, nco,
+                       acc.data() + t * kLanes);
+        }
+      }
+      for (int64_t t = 0; t < taps; ++t)
+        for (int64_t r = 0; r < nci; ++r)
+          for (int64_t c = 0; c < nco; ++c)
+            dk[(t * q.ci + ci0 + r) * q.co + co0 + c] = acc[t * kLanes + r][c];
+    }
+  }
+}
+
+// dk[t, c] for one channel block [c0, c0 + nc) of one leading index: each
+// pixel's output gradient vector is read once and multiplied into every
+// tap's accumulator. FULL: nc == 16.
+template <bool FULL>
+void depthwise_block(const Geometry& q, const float* x, const float* g,
+                     int64_t c0, int64_t nc, float* dk) {
+  const int64_t taps = q.kh * q.kw;
+  std::vector<v16> acc(taps);  // up to 7x7 (refused above in Python)
+  for (int64_t b = 0; b < q.b; ++b) {
+    for (int64_t y = 0; y < q.h; ++y) {
+      for (int64_t xx = 0; xx < q.w; ++xx) {
+        const float* gp = g + ((b * q.h + y) * q.w + xx) * q.co + c0;
+        const v16 gv = FULL ? load_full(gp) : load_part(gp, nc);
+        for (int64_t i = 0; i < q.kh; ++i) {
+          const int64_t sy = y + i * q.dh - q.ph;
+          if (sy < 0 || sy >= q.h) continue;
+          for (int64_t j = 0; j < q.kw; ++j) {
+            const int64_t sx = xx + j * q.dw - q.pw;
+            if (sx < 0 || sx >= q.w) continue;
+            const float* xp = x + ((b * q.h + sy) * q.w + sx) * q.ci + c0;
+            acc[i * q.kw + j] += (FULL ? load_full(xp) : load_part(xp, nc)) * gv;
+          }
+        }
+      }
+    }
+  }
+  for (int64_t t = 0; t < taps; ++t)
+    for (int64_t c = 0; c < nc; ++c) dk[t * q.co + c0 + c] = acc[t][c];
+}
+
+template <bool kDepthwise>
+ffi::Error KernelGrad(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
+                      int64_t kh, int64_t kw, int64_t dh, int64_t dw,
+                      int64_t ph, int64_t pw,
+                      ffi::ResultBuffer<ffi::F32> dk) {
+  const auto xd = x.dimensions();
+  const auto gd = g.dimensions();
+  const int64_t rank = xd.size();
+  if (rank < 4 || static_cast<int64_t>(gd.size()) != rank)
+    return ffi::Error::InvalidArgument("x and g must be [..., B, H, W, C]");
+  Geometry q{1, xd[rank - 4], xd[rank - 3], xd[rank - 2], xd[rank - 1],
+             gd[rank - 1], kh, kw, dh, dw, ph, pw};
+  for (int64_t d = 0; d < rank - 4; ++d) {
+    if (xd[d] != gd[d]) return ffi::Error::InvalidArgument("leading dims");
+    q.lead *= xd[d];
+  }
+  for (int64_t d = rank - 4; d < rank - 1; ++d)
+    if (xd[d] != gd[d]) return ffi::Error::InvalidArgument("B, H, W differ");
+  if (kDepthwise && q.ci != q.co)
+    return ffi::Error::InvalidArgument("depthwise needs Ci == Co");
+  if (kDepthwise && kh * kw > 49)
+    return ffi::Error::InvalidArgument("depthwise kernels up to 7x7");
+  const int64_t in_size = q.b * q.h * q.w;
+  const int64_t out_size = kh * kw * (kDepthwise ? q.co : q.ci * q.co);
+  float* out = dk->typed_data();
+  for (int64_t l = 0; l < q.lead; ++l) {
+    const float* xl = x.typed_data() + l * in_size * q.ci;
+    const float* gl = g.typed_data() + l * in_size * q.co;
+    float* ol = out + l * out_size;
+    if (kDepthwise) {
+      for (int64_t c0 = 0; c0 < q.co; c0 += kLanes) {
+        const int64_t nc = std::min<int64_t>(kLanes, q.co - c0);
+        if (nc == kLanes)
+          depthwise_block<true>(q, xl, gl, c0, nc, ol);
+        else
+          depthwise_block<false>(q, xl, gl, c0, nc, ol);
+      }
+      continue;
+    }
+    dense(q, xl, gl, ol);
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+#define NAS_JAX_BIND                         \
+  ffi::Ffi::Bind()                           \
+      .Arg<ffi::Buffer<ffi::F32>>()          \
+      .Arg<ffi::Buffer<ffi::F32>>()          \
+      .Attr<int64_t>("kh")                   \
+      .Attr<int64_t>("kw")                   \
+      .Attr<int64_t>("dh")                   \
+      .Attr<int64_t>("dw")                   \
+      .Attr<int64_t>("ph")                   \
+      .Attr<int64_t>("pw")                   \
+      .Ret<ffi::Buffer<ffi::F32>>()
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NasJaxDepthwiseKernelGrad, KernelGrad<true>,
+                              NAS_JAX_BIND);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NasJaxDenseKernelGrad, KernelGrad<false>,
+                              NAS_JAX_BIND);
