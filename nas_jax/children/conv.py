@@ -102,11 +102,16 @@ def _forward(x: jax.Array, kernel: jax.Array, dilation: tuple[int, int],
                                       x.shape[1:3]):
       y = y + win * kernel[i, j, 0]
     return y
+  if feature_group_count == 1:
+    return cpu_kernels.conv(x, kernel, dilation, pads, portable=functools.partial(
+        _xla_conv, dilation=dilation, pads=pads))
+  return _xla_conv(x, kernel, dilation, pads, feature_group_count)
+
+
+def _xla_conv(x, kernel, dilation, pads, feature_group_count=1):
   return lax.conv_general_dilated(
-      x, kernel, window_strides=(1, 1),
-      padding=_same_padding(kernel.shape[:2], dilation),
-      rhs_dilation=dilation, dimension_numbers=_NHWC,
-      feature_group_count=feature_group_count)
+      x, kernel, window_strides=(1, 1), padding=pads, rhs_dilation=dilation,
+      dimension_numbers=_NHWC, feature_group_count=feature_group_count)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -177,10 +182,14 @@ def _conv2d_bwd(dilation, feature_group_count, residuals, g):
   k = kernel[::-1, ::-1].reshape(kh, kw, cin_per_group, groups, cout // groups)
   k = k.transpose(0, 1, 4, 3, 2).reshape(kh, kw, cout // groups,
                                          groups * cin_per_group)
-  dx = lax.conv_general_dilated(
-      g, k, window_strides=(1, 1), padding=[(hi, lo) for lo, hi in pads],
-      rhs_dilation=dilation, dimension_numbers=_NHWC,
-      feature_group_count=groups)
+  flipped_pads = [(hi, lo) for lo, hi in pads]
+  if groups == 1:
+    dx = cpu_kernels.conv(g, k, dilation, flipped_pads,
+                          portable=functools.partial(
+                              _xla_conv, dilation=dilation,
+                              pads=flipped_pads))
+  else:
+    dx = _xla_conv(g, k, dilation, flipped_pads, groups)
 
   if groups == 1:
     dk = cpu_kernels.dense_kernel_grad(

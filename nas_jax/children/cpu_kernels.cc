@@ -212,6 +212,120 @@ ffi::Error KernelGrad(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
   return ffi::Error::Success();
 }
 
+// -- The convolution itself: y = x * k, stride 1, "SAME" -------------------
+
+// y[b, y, x0 + t, co0 : co0 + 16] for t < Q (a tile of Q pixels of one
+// row), from the zero-padded image xp [Hp, Wp, Ci] of image b and the
+// packed kernel kp [kh, kw, Ci, Cop] (Co zero-padded to whole vectors):
+// every kernel vector is loaded once per tile and multiplied into Q
+// accumulators held in registers. FULL: 16 output channels to store.
+template <int Q, bool FULL>
+void conv_tile(const Geometry& q, const float* xp, int64_t wp,
+                      const float* kp, int64_t cop, int64_t yy, int64_t x0,
+                      int64_t co0, int64_t nco, float* out) {
+  v16 acc[Q];
+  for (int t = 0; t < Q; ++t) acc[t] = v16{};
+  for (int64_t i = 0; i < q.kh; ++i) {
+    const float* xrow = xp + ((yy + i * q.dh) * wp + x0) * q.ci;
+    for (int64_t j = 0; j < q.kw; ++j) {
+      const float* xs = xrow + j * q.dw * q.ci;
+      const float* kt = kp + ((i * q.kw + j) * q.ci) * cop + co0;
+      for (int64_t ci = 0; ci < q.ci; ++ci) {
+        const v16 kv = load_full(kt + ci * cop);
+        for (int t = 0; t < Q; ++t) acc[t] += xs[t * q.ci + ci] * kv;
+      }
+    }
+  }
+  for (int t = 0; t < Q; ++t) {
+    float* o = out + t * q.co;
+    if (FULL) {
+      std::memcpy(o, &acc[t], sizeof(v16));
+    } else {  // through memory: indexing a register by a variable spills it
+      alignas(64) float buf[kLanes];
+      std::memcpy(buf, &acc[t], sizeof(v16));
+      for (int64_t c = 0; c < nco; ++c) o[c] = buf[c];
+    }
+  }
+}
+
+constexpr int kTile = 8;  // pixels per tile: 8 accumulators + 1 kernel vector
+
+template <bool FULL>
+void conv_row(const Geometry& q, const float* xp, int64_t wp, const float* kp,
+              int64_t cop, int64_t yy, int64_t co0, int64_t nco,
+              float* out_row) {
+  int64_t x0 = 0;
+  for (; x0 + kTile <= q.w; x0 += kTile)
+    conv_tile<kTile, FULL>(q, xp, wp, kp, cop, yy, x0, co0, nco,
+                           out_row + x0 * q.co + co0);
+  // The row's last w % 8 pixels, as one narrower tile.
+  using TileFn = void (*)(const Geometry&, const float*, int64_t,
+                          const float*, int64_t, int64_t, int64_t, int64_t,
+                          int64_t, float*);
+  static constexpr TileFn kRest[kTile] = {
+      nullptr, conv_tile<1, FULL>, conv_tile<2, FULL>, conv_tile<3, FULL>,
+      conv_tile<4, FULL>, conv_tile<5, FULL>, conv_tile<6, FULL>,
+      conv_tile<7, FULL>};
+  if (x0 < q.w)
+    kRest[q.w - x0](q, xp, wp, kp, cop, yy, x0, co0, nco,
+                    out_row + x0 * q.co + co0);
+}
+
+// y [B, H, W, Co] = x [B, H, W, Ci] * k [kh, kw, Ci, Co] for one leading
+// index; pads (ph, pw) before, the rest after ("SAME").
+void conv_forward(const Geometry& q, const float* x, const float* k,
+                  float* y) {
+  const int64_t hp = q.h + (q.kh - 1) * q.dh, wp = q.w + (q.kw - 1) * q.dw;
+  std::vector<float> xp(hp * wp * q.ci);
+  const int64_t cop = (q.co + kLanes - 1) / kLanes * kLanes;
+  std::vector<float> kp(q.kh * q.kw * q.ci * cop, 0.0f);
+  for (int64_t r = 0; r < q.kh * q.kw * q.ci; ++r)
+    std::memcpy(&kp[r * cop], k + r * q.co, q.co * sizeof(float));
+  for (int64_t b = 0; b < q.b; ++b) {
+    std::fill(xp.begin(), xp.end(), 0.0f);
+    for (int64_t r = 0; r < q.h; ++r)
+      std::memcpy(&xp[((r + q.ph) * wp + q.pw) * q.ci],
+                  x + (b * q.h + r) * q.w * q.ci, q.w * q.ci * sizeof(float));
+    for (int64_t r = 0; r < q.h; ++r) {
+      float* out_row = y + (b * q.h + r) * q.w * q.co;
+      for (int64_t co0 = 0; co0 < q.co; co0 += kLanes) {
+        const int64_t nco = std::min<int64_t>(kLanes, q.co - co0);
+        if (nco == kLanes)
+          conv_row<true>(q, xp.data(), wp, kp.data(), cop, r, co0, nco,
+                         out_row);
+        else
+          conv_row<false>(q, xp.data(), wp, kp.data(), cop, r, co0, nco,
+                          out_row);
+      }
+    }
+  }
+}
+
+ffi::Error Conv(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
+                int64_t dh, int64_t dw, int64_t ph, int64_t pw,
+                ffi::ResultBuffer<ffi::F32> y) {
+  const auto xd = x.dimensions();
+  const auto kd = k.dimensions();
+  const int64_t rank = xd.size();
+  if (rank < 4 || static_cast<int64_t>(kd.size()) != rank)
+    return ffi::Error::InvalidArgument("x [..., B, H, W, Ci], k [..., kh, kw, Ci, Co]");
+  Geometry q{1, xd[rank - 4], xd[rank - 3], xd[rank - 2], xd[rank - 1],
+             kd[rank - 1], kd[rank - 4], kd[rank - 3], dh, dw, ph, pw};
+  if (kd[rank - 2] != q.ci)
+    return ffi::Error::InvalidArgument("x and k disagree on Ci");
+  for (int64_t d = 0; d < rank - 4; ++d) {
+    if (xd[d] != kd[d]) return ffi::Error::InvalidArgument("leading dims");
+    q.lead *= xd[d];
+  }
+  const int64_t x_size = q.b * q.h * q.w * q.ci;
+  const int64_t k_size = q.kh * q.kw * q.ci * q.co;
+  const int64_t y_size = q.b * q.h * q.w * q.co;
+  for (int64_t l = 0; l < q.lead; ++l)
+    conv_forward(q, x.typed_data() + l * x_size, k.typed_data() + l * k_size,
+                 y->typed_data() + l * y_size);
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 #define NAS_JAX_BIND                         \
@@ -230,3 +344,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(NasJaxDepthwiseKernelGrad, KernelGrad<true>,
                               NAS_JAX_BIND);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(NasJaxDenseKernelGrad, KernelGrad<false>,
                               NAS_JAX_BIND);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NasJaxConv, Conv,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("dh")
+                                  .Attr<int64_t>("dw")
+                                  .Attr<int64_t>("ph")
+                                  .Attr<int64_t>("pw")
+                                  .Ret<ffi::Buffer<ffi::F32>>());
