@@ -100,12 +100,46 @@ def test_dense_kernel_grad_equals_autodiff(shape, c_out, kernel_hw, dilation):
   np.testing.assert_allclose(native, ref, rtol=1e-5, atol=1e-4)
 
 
+def _conv(x, kernel, dilation):
+  pads = _same_pads(kernel.shape[:2], dilation)
+  return cpu_kernels.conv(x, kernel, dilation, pads, portable=functools.partial(
+      conv._xla_conv, dilation=dilation, pads=pads))
+
+
+@needs_native
+@pytest.mark.parametrize("shape,kernel_shape,dilation", [
+    ((2, 7, 9, 16), (3, 3, 16, 16), (1, 1)),   # rows of 9: a tile and 1 more
+    ((2, 8, 8, 3), (3, 3, 3, 16), (1, 1)),     # the stem
+    ((3, 6, 13, 20), (5, 5, 20, 10), (1, 1)),  # a partial output block
+    ((2, 9, 7, 16), (1, 7, 16, 16), (1, 1)),
+    ((2, 9, 9, 5), (3, 3, 5, 16), (2, 2)),     # dilated
+])
+def test_conv_equals_xla(shape, kernel_shape, dilation):
+  x, _ = _operands(shape, 1, seed=5)
+  kernel = jax.random.normal(jax.random.key(6), kernel_shape)
+  fn = lambda x, k: _conv(x, k, dilation)
+  assert "nas_jax_conv" in _lowered(fn, x, kernel)
+  want = conv._xla_conv(x, kernel, dilation,
+                        _same_pads(kernel_shape[:2], dilation))
+  np.testing.assert_allclose(jax.jit(fn)(x, kernel), want, rtol=1e-5,
+                             atol=1e-4)
+
+
+def test_wide_convolutions_stay_with_xla():
+  x, _ = _operands((2, 6, 6, 16), 1, seed=7)
+  kernel = jnp.ones((3, 3, 16, cpu_kernels.MAX_CONV_OUT_CHANNELS + 1))
+  assert "nas_jax_conv" not in _lowered(
+      lambda x, k: _conv(x, k, (1, 1)), x, kernel)
+
+
 @needs_native
 def test_vmapped_calls_equal_one_call_per_element():
   x, g = _operands((3, 2, 6, 6, 16), 16, seed=2)  # 3 vmapped children
   dense = lambda x, g: _dense(x, g, (3, 3), (1, 1))
   depth = lambda x, g: _depthwise(x, g, (3, 3), (1, 1))
-  for fn in (dense, depth):
+  kernels = jax.random.normal(jax.random.key(8), (3, 3, 3, 16, 16))
+  convolve = lambda x, g: _conv(x, kernels[0] * jnp.sum(g), (1, 1))
+  for fn in (dense, depth, convolve):
     batched = jax.jit(jax.vmap(fn))(x, g)
     for i in range(3):
       np.testing.assert_allclose(batched[i], jax.jit(fn)(x[i], g[i]),
