@@ -6,6 +6,8 @@
 * the between-cells reduction (``cell_net._reduce``) as a reshaped max: same
   values and gradients as ``nn.max_pool`` (inputs without ties), odd sizes
   included;
+* ``ops.relu`` (its gradient mask taken from the output): same values and
+  gradients as ``jax.nn.relu``, zeros included;
 * 1x1 convolutions as matrix products: covered by ``tests/test_conv.py``
   (its cases include ``(1, 1)`` kernels, checked against autodiff).
 """
@@ -104,3 +106,14 @@ def test_lstm_gradient_barrier_keeps_the_gradients(monkeypatch):
   np.testing.assert_array_equal(lstm_policy._grad_barrier(x), x)
   g = jax.grad(lambda x: jnp.sum(lstm_policy._grad_barrier(x) * x))(x)
   np.testing.assert_array_equal(g, 2 * x)
+
+
+def test_relu_with_the_output_mask_equals_jax_relu():
+  # Zeros included: both give gradient 0 at x == 0.
+  x = jnp.array([[-2.0, -0.0, 0.0, 1e-30, 3.0], [5.0, -1e-30, 0.5, -7.0, 0.0]])
+  g = jnp.arange(10.0).reshape(2, 5) + 1.0
+  y, vjp = jax.vjp(ops.relu, x)
+  y_ref, vjp_ref = jax.vjp(jax.nn.relu, x)
+  np.testing.assert_array_equal(y, y_ref)
+  np.testing.assert_array_equal(vjp(g)[0], vjp_ref(g)[0])
+  np.testing.assert_array_equal(vjp(g)[0], [[0, 0, 0, 4, 5], [6, 0, 8, 0, 0]])
