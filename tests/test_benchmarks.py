@@ -21,6 +21,8 @@ CASES = [
     ("child_training.py", [], "seed003_small"),
     # nas_jax's side only where torch is absent (CI): the table still prints.
     ("vs_torch.py", [], "small64"),
+    ("host_memory.py", [], "small64"),
+    ("cpu_kernels.py", [], "depthwise_grad"),
     ("seed003_table.py", [], "children"),
     ("seed003_search.py", [], "random"),
     ("enas_cnn.py", [], "supernet/static"),
