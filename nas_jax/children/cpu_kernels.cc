@@ -19,8 +19,12 @@
 //   dense:     the outer product:                     dk [L..., kh, kw, Ci, Co]
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -40,6 +44,42 @@ struct Geometry {
 inline void valid_range(int64_t n, int64_t offset, int64_t* lo, int64_t* hi) {
   *lo = std::max<int64_t>(0, -offset);
   *hi = std::min<int64_t>(n, n - offset);
+}
+
+// Runs fn(part) for every part in [0, parts) on the calling thread and on
+// XLA's intra-op thread pool. Parts are handed out by an atomic counter, so
+// the caller never waits for a task that has not started (no deadlock when
+// the pool's only thread is the caller); it waits only for parts other
+// threads took.
+template <typename F>
+void parallel_parts(ffi::ThreadPool& pool, int64_t parts, const F& fn) {
+  struct Shared {
+    std::atomic<int64_t> next{0}, done{0};
+    std::mutex mu;
+    std::condition_variable cv;
+  };
+  auto shared = std::make_shared<Shared>();
+  const F* body = &fn;
+  auto work = [shared, parts, body] {
+    for (int64_t p; (p = shared->next.fetch_add(1)) < parts;) {
+      (*body)(p);
+      if (shared->done.fetch_add(1) + 1 == parts) {
+        std::lock_guard<std::mutex> lock(shared->mu);
+        shared->cv.notify_all();
+      }
+    }
+  };
+  for (int64_t t = 1; t < parts; ++t) pool.Schedule(decltype(work)(work));
+  work();
+  std::unique_lock<std::mutex> lock(shared->mu);
+  shared->cv.wait(lock, [&] { return shared->done.load() == parts; });
+}
+
+// How many batch ranges to split a call into: one per thread of the pool
+// (the caller runs on one of them), at most one per image. A one-thread
+// pool gets one part: splitting there only added work (measured).
+inline int64_t num_parts(ffi::ThreadPool& pool, int64_t batch) {
+  return std::max<int64_t>(1, std::min<int64_t>(batch, pool.num_threads()));
 }
 
 // A vector of 16 floats (GCC/Clang vector extension): one AVX-512
@@ -169,7 +209,24 @@ void depthwise_block(const Geometry& q, const float* x, const float* g,
 }
 
 template <bool kDepthwise>
-ffi::Error KernelGrad(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
+void kernel_grad(const Geometry& q, const float* x, const float* g,
+                 float* dk) {
+  if (kDepthwise) {
+    for (int64_t c0 = 0; c0 < q.co; c0 += kLanes) {
+      const int64_t nc = std::min<int64_t>(kLanes, q.co - c0);
+      if (nc == kLanes)
+        depthwise_block<true>(q, x, g, c0, nc, dk);
+      else
+        depthwise_block<false>(q, x, g, c0, nc, dk);
+    }
+  } else {
+    dense(q, x, g, dk);
+  }
+}
+
+template <bool kDepthwise>
+ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                      ffi::Buffer<ffi::F32> g,
                       int64_t kh, int64_t kw, int64_t dh, int64_t dw,
                       int64_t ph, int64_t pw,
                       ffi::ResultBuffer<ffi::F32> dk) {
@@ -197,17 +254,20 @@ ffi::Error KernelGrad(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
     const float* xl = x.typed_data() + l * in_size * q.ci;
     const float* gl = g.typed_data() + l * in_size * q.co;
     float* ol = out + l * out_size;
-    if (kDepthwise) {
-      for (int64_t c0 = 0; c0 < q.co; c0 += kLanes) {
-        const int64_t nc = std::min<int64_t>(kLanes, q.co - c0);
-        if (nc == kLanes)
-          depthwise_block<true>(q, xl, gl, c0, nc, ol);
-        else
-          depthwise_block<false>(q, xl, gl, c0, nc, ol);
-      }
-      continue;
-    }
-    dense(q, xl, gl, ol);
+    // Each part sums over its own range of images into its own buffer.
+    const int64_t parts = num_parts(pool, q.b);
+    std::vector<float> partial(parts * out_size);
+    parallel_parts(pool, parts, [&](int64_t p) {
+      const int64_t b0 = q.b * p / parts, b1 = q.b * (p + 1) / parts;
+      Geometry qp = q;
+      qp.b = b1 - b0;
+      kernel_grad<kDepthwise>(qp, xl + b0 * q.h * q.w * q.ci,
+                              gl + b0 * q.h * q.w * q.co,
+                              partial.data() + p * out_size);
+    });
+    std::copy(partial.begin(), partial.begin() + out_size, ol);
+    for (int64_t p = 1; p < parts; ++p)
+      for (int64_t i = 0; i < out_size; ++i) ol[i] += partial[p * out_size + i];
   }
   return ffi::Error::Success();
 }
@@ -301,7 +361,8 @@ void conv_forward(const Geometry& q, const float* x, const float* k,
   }
 }
 
-ffi::Error Conv(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
+ffi::Error Conv(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                ffi::Buffer<ffi::F32> k,
                 int64_t dh, int64_t dw, int64_t ph, int64_t pw,
                 ffi::ResultBuffer<ffi::F32> y) {
   const auto xd = x.dimensions();
@@ -320,9 +381,19 @@ ffi::Error Conv(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
   const int64_t x_size = q.b * q.h * q.w * q.ci;
   const int64_t k_size = q.kh * q.kw * q.ci * q.co;
   const int64_t y_size = q.b * q.h * q.w * q.co;
-  for (int64_t l = 0; l < q.lead; ++l)
-    conv_forward(q, x.typed_data() + l * x_size, k.typed_data() + l * k_size,
-                 y->typed_data() + l * y_size);
+  const int64_t parts = num_parts(pool, q.b);
+  for (int64_t l = 0; l < q.lead; ++l) {
+    const float* xl = x.typed_data() + l * x_size;
+    const float* kl = k.typed_data() + l * k_size;
+    float* yl = y->typed_data() + l * y_size;
+    parallel_parts(pool, parts, [&](int64_t p) {
+      const int64_t b0 = q.b * p / parts, b1 = q.b * (p + 1) / parts;
+      Geometry qp = q;
+      qp.b = b1 - b0;
+      conv_forward(qp, xl + b0 * q.h * q.w * q.ci, kl,
+                   yl + b0 * q.h * q.w * q.co);
+    });
+  }
   return ffi::Error::Success();
 }
 
@@ -330,6 +401,7 @@ ffi::Error Conv(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
 
 #define NAS_JAX_BIND                         \
   ffi::Ffi::Bind()                           \
+      .Ctx<ffi::ThreadPool>()                \
       .Arg<ffi::Buffer<ffi::F32>>()          \
       .Arg<ffi::Buffer<ffi::F32>>()          \
       .Attr<int64_t>("kh")                   \
@@ -347,6 +419,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(NasJaxDenseKernelGrad, KernelGrad<false>,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(NasJaxConv, Conv,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("dh")
