@@ -158,19 +158,26 @@ def _varying_axes(a: jax.Array) -> set:
   return set(getattr(aval, "vma", ()))  # earlier releases
 
 
-def _ffi(kind: str, x: jax.Array, g: jax.Array, out_shape: Sequence[int],
-         kernel_hw, dilation, pads) -> jax.Array:
+def _call(target: str, out_shape: Sequence[int], operands, **attrs
+          ) -> jax.Array:
+  """Calls an FFI target on float32 ``operands``; int64 attributes."""
   call = jax.ffi.ffi_call(
-      _TARGETS[kind][0], jax.ShapeDtypeStruct(tuple(out_shape), jnp.float32),
+      target, jax.ShapeDtypeStruct(tuple(out_shape), jnp.float32),
       vmap_method="broadcast_all")
-  (kh, kw), (dh, dw), ((ph, _), (pw, _)) = kernel_hw, dilation, pads
-  out = call(x.astype(jnp.float32), g.astype(jnp.float32),
-             kh=np.int64(kh), kw=np.int64(kw), dh=np.int64(dh),
-             dw=np.int64(dw), ph=np.int64(ph), pw=np.int64(pw))
+  out = call(*(a.astype(jnp.float32) for a in operands),
+             **{k: np.int64(v) for k, v in attrs.items()})
   # Inside shard_map the inputs vary over mesh axes; a custom call's result
   # carries no such type, so give it the inputs' (as any jnp op would).
-  varying = tuple(sorted(_varying_axes(x) | _varying_axes(g)))
+  varying = tuple(sorted(set().union(*(_varying_axes(a) for a in operands))))
   return lax.pcast(out, varying, to="varying") if varying else out
+
+
+def _kernel_grad(kind: str, x: jax.Array, g: jax.Array,
+                 out_shape: Sequence[int], kernel_hw, dilation,
+                 pads) -> jax.Array:
+  (kh, kw), (dh, dw), ((ph, _), (pw, _)) = kernel_hw, dilation, pads
+  return _call(_TARGETS[kind][0], out_shape, (x, g), kh=kh, kw=kw, dh=dh,
+               dw=dw, ph=ph, pw=pw)
 
 
 def _on_cpu(native: Callable, portable: Callable, *args) -> jax.Array:
@@ -187,8 +194,9 @@ def depthwise_kernel_grad(x: jax.Array, g: jax.Array, kernel_hw, dilation,
   if (kh * kw > MAX_DEPTHWISE_TAPS or x.dtype != jnp.float32
       or not available()):
     return portable(x, g)
-  native = lambda x, g: _ffi("depthwise", x, g, (kh, kw, x.shape[-1]),
-                             kernel_hw, dilation, pads)
+  native = lambda x, g: _kernel_grad("depthwise", x, g,
+                                     (kh, kw, x.shape[-1]), kernel_hw,
+                                     dilation, pads)
   return _on_cpu(native, portable, x, g)
 
 
@@ -200,9 +208,9 @@ def dense_kernel_grad(x: jax.Array, g: jax.Array, kernel_hw, dilation, pads,
   kh, kw = kernel_hw
   if x.dtype != jnp.float32 or not available():
     return portable(x, g)
-  native = lambda x, g: _ffi("dense", x, g,
-                             (kh, kw, x.shape[-1], g.shape[-1]),
-                             kernel_hw, dilation, pads)
+  native = lambda x, g: _kernel_grad("dense", x, g,
+                                     (kh, kw, x.shape[-1], g.shape[-1]),
+                                     kernel_hw, dilation, pads)
   return _on_cpu(native, portable, x, g)
 
 
@@ -220,14 +228,7 @@ def conv(x: jax.Array, kernel: jax.Array, dilation, pads,
       or not available()):
     return portable(x, kernel)
 
-  def native(x, kernel):
-    call = jax.ffi.ffi_call(
-        _TARGETS["conv"][0],
-        jax.ShapeDtypeStruct((*x.shape[:-1], kernel.shape[-1]), jnp.float32),
-        vmap_method="broadcast_all")
-    out = call(x, kernel, dh=np.int64(dilation[0]), dw=np.int64(dilation[1]),
-               ph=np.int64(ph), pw=np.int64(pw))
-    varying = tuple(sorted(_varying_axes(x) | _varying_axes(kernel)))
-    return lax.pcast(out, varying, to="varying") if varying else out
-
+  native = lambda x, kernel: _call(
+      _TARGETS["conv"][0], (*x.shape[:-1], kernel.shape[-1]), (x, kernel),
+      dh=dilation[0], dw=dilation[1], ph=ph, pw=pw)
   return _on_cpu(native, portable, x, kernel)
