@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import statistics
-import subprocess
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -31,20 +29,10 @@ from nas_jax import host_memory  # noqa: E402
 
 
 def _run(name: str, keep: bool, args) -> dict:
-  cmd = [sys.executable, str(HERE / "vs_torch.py"), "--worker", name,
-         "--steps", str(args.steps), "--warmup", str(args.warmup)]
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      [str(HERE.parent), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-  env[host_memory.ENV] = "1" if keep else "0"
-  if args.one_core is not None:
-    cmd = ["taskset", "-c", str(args.one_core)] + cmd
-    env["XLA_FLAGS"] = (f"{env.get('XLA_FLAGS', '')} "
-                        f"{vs_torch.ONE_THREAD_XLA_FLAGS}").strip()
-  proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                        cwd=HERE.parent, timeout=900)
-  if proc.returncode:
-    raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+  cmd, xla_flags = vs_torch.jax_command(name, args.steps, args.warmup,
+                                        args.one_core)
+  return vs_torch.run_worker(cmd, xla_flags,
+                             {host_memory.ENV: "1" if keep else "0"})
 
 
 def measure(name: str, args) -> dict:
@@ -82,15 +70,7 @@ def main(argv=None) -> int:
   p.add_argument("--quick", action="store_true",
                  help="smoke test: small64, 1 round, 2 steps")
   args = p.parse_args(argv)
-  names = [n.strip() for n in args.workloads.split(",") if n.strip()]
-  unknown = sorted(set(names) - set(vs_torch.WORKLOADS))
-  if unknown:
-    p.error(f"unknown workload(s) {unknown}; choose from "
-            f"{', '.join(vs_torch.WORKLOADS)}")
-  if args.rounds < 1 or args.steps < 1 or args.warmup < 0:
-    p.error("--rounds and --steps must be >= 1, --warmup >= 0")
-  if args.quick:
-    names, args.rounds, args.steps, args.warmup = ["small64"], 1, 2, 1
+  names = vs_torch.parse_workloads(p, args)
   info = common.machine_info()
   common.print_header(info, [
       common.WALL_CLOCK_NOTE,

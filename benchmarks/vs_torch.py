@@ -112,9 +112,12 @@ ONE_THREAD_XLA_FLAGS = ("--xla_cpu_multi_thread_eigen=false "
                         "intra_op_parallelism_threads=1")
 
 
-def _run(cmd: list[str], xla_flags: str | None = None) -> dict:
+def run_worker(cmd: list[str], xla_flags: str | None = None,
+               extra_env: dict | None = None) -> dict:
+  """Runs one worker process from the repository root; its JSON line."""
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       [str(HERE.parent), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+  env.update(extra_env or {})
   if xla_flags:
     env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {xla_flags}".strip()
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
@@ -124,22 +127,52 @@ def _run(cmd: list[str], xla_flags: str | None = None) -> dict:
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def worker_steps(name: str, steps: int) -> int:
+  # Sampling calls take milliseconds: 10x the steps for a stable median.
+  return steps * (10 if WORKLOADS[name][0] == "sample" else 1)
+
+
+def _pinned(cmd: list[str], one_core: int | None) -> list[str]:
+  return cmd if one_core is None else ["taskset", "-c", str(one_core)] + cmd
+
+
+def jax_command(name: str, steps: int, warmup: int, one_core: int | None
+                ) -> tuple[list[str], str | None]:
+  """The nas_jax worker's command for a workload and its extra XLA flags
+  (one thread when pinned)."""
+  cmd = [sys.executable, str(HERE / "vs_torch.py"), "--worker", name,
+         "--steps", str(worker_steps(name, steps)), "--warmup", str(warmup)]
+  return (_pinned(cmd, one_core),
+          None if one_core is None else ONE_THREAD_XLA_FLAGS)
+
+
+def parse_workloads(parser: argparse.ArgumentParser, args) -> list[str]:
+  """``--workloads`` as names (``parser.error`` on unknown ones or bad
+  counts); ``--quick`` turns the run into a small64 smoke test."""
+  names = [n.strip() for n in args.workloads.split(",") if n.strip()]
+  unknown = sorted(set(names) - set(WORKLOADS))
+  if unknown:
+    parser.error(f"unknown workload(s) {unknown}; choose from "
+                 f"{', '.join(WORKLOADS)}")
+  if args.rounds < 1 or args.steps < 1 or args.warmup < 0:
+    parser.error("--rounds and --steps must be >= 1, --warmup >= 0")
+  if args.quick:
+    names, args.rounds, args.steps, args.warmup = ["small64"], 1, 2, 1
+  return names
+
+
 def measure(name: str, args, torch_exe: str | None) -> dict:
   kind, child, batch = WORKLOADS[name]
-  # Sampling calls take milliseconds: 10x the steps for a stable median.
-  steps = args.steps * (10 if kind == "sample" else 1)
-  jax_cmd = [sys.executable, str(HERE / "vs_torch.py"), "--worker", name,
-             "--steps", str(steps), "--warmup", str(args.warmup)]
+  jax_cmd, xla_flags = jax_command(name, args.steps, args.warmup,
+                                   args.one_core)
   torch_cmd = [torch_exe or "", str(HERE / "torch_reference.py"), kind,
-               "--batch", str(batch), "--steps", str(steps),
+               "--batch", str(batch), "--steps",
+               str(worker_steps(name, args.steps)),
                "--warmup", str(args.warmup)]
   if child:
     torch_cmd += ["--child", child]
-  xla_flags = None
   if args.one_core is not None:
-    pin = ["taskset", "-c", str(args.one_core)]
-    jax_cmd, torch_cmd = pin + jax_cmd, pin + torch_cmd + ["--threads", "1"]
-    xla_flags = ONE_THREAD_XLA_FLAGS
+    torch_cmd = _pinned(torch_cmd, args.one_core) + ["--threads", "1"]
   sides = {"nas_jax": [], "torch": []}
   loads = []
   for r in range(args.rounds):
@@ -148,8 +181,8 @@ def measure(name: str, args, torch_exe: str | None) -> dict:
       if side == "torch" and torch_exe is None:
         continue
       loads.append(common.load_average())
-      out = (_run(jax_cmd, xla_flags) if side == "nas_jax"
-             else _run(torch_cmd))
+      out = (run_worker(jax_cmd, xla_flags) if side == "nas_jax"
+             else run_worker(torch_cmd))
       sides[side].append(out["median_s"])
       print(f"  {name} round {r} {side}: {_ms(out['median_s'])} "
             f"(load {loads[-1]})", flush=True)
@@ -201,15 +234,7 @@ def main(argv=None) -> int:
     print(json.dumps(jax_worker(kind, child, batch, args.steps,
                                 args.warmup)))
     return 0
-  names = [n.strip() for n in args.workloads.split(",") if n.strip()]
-  unknown = sorted(set(names) - set(WORKLOADS))
-  if unknown:
-    p.error(f"unknown workload(s) {unknown}; choose from "
-            f"{', '.join(WORKLOADS)}")
-  if args.rounds < 1 or args.steps < 1 or args.warmup < 0:
-    p.error("--rounds and --steps must be >= 1, --warmup >= 0")
-  if args.quick:
-    names, args.rounds, args.steps, args.warmup = ["small64"], 1, 2, 1
+  names = parse_workloads(p, args)
 
   info = common.machine_info()
   torch_exe, torch_note = torch_python(args.torch_python)

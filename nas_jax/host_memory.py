@@ -73,11 +73,8 @@ def _xla_started() -> bool:
     return True
 
 
-def keep_freed_memory(force: bool = False) -> str:
+def keep_freed_memory() -> str:
   """Applies the malloc settings of the module docstring, once per process.
-
-  Args:
-    force: apply even when ``$NAS_JAX_KEEP_HOST_MEMORY`` turns it off.
 
   Returns:
     What happened: ``"applied"``, ``"applied after XLA started"`` (threads
@@ -85,9 +82,9 @@ def keep_freed_memory(force: bool = False) -> str:
     import ``nas_jax`` first), or ``"skipped: <reason>"``.
   """
   global _status
-  if _status is not None and not (force and _status.startswith("skipped")):
+  if _status is not None:
     return _status
-  if not force and os.environ.get(ENV, "").strip().lower() in _OFF:
+  if os.environ.get(ENV, "").strip().lower() in _OFF:
     _status = f"skipped: ${ENV} is off"
     return _status
   libc = _glibc()

@@ -175,6 +175,24 @@ def test_the_library_is_built_once_and_reused(tmp_path, monkeypatch):
   assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temp left
 
 
+@needs_native
+def test_a_damaged_cached_library_is_rebuilt(tmp_path):
+  env = dict(os.environ, **{cpu_kernels.CACHE_ENV: str(tmp_path)})
+  env.pop(cpu_kernels.ENV, None)
+  probe = ("from nas_jax.children import cpu_kernels as c; "
+           "print(c.available(), c.status())")
+  first = subprocess.run([sys.executable, "-c", probe], env=env,
+                         capture_output=True, text=True, timeout=300)
+  assert first.stdout.startswith("True loaded"), first.stderr[-2000:]
+  (library,) = tmp_path.glob("*.so")
+  library.write_bytes(b"not a shared library")
+  again = subprocess.run([sys.executable, "-c", probe], env=env,
+                         capture_output=True, text=True, timeout=300)
+  assert again.stdout.startswith("True loaded"), again.stderr[-2000:]
+  assert "do not load" in again.stderr and "rebuilding" in again.stderr
+  assert library.stat().st_size > 1000
+
+
 _FALLBACK = textwrap.dedent("""
     import json, logging
     logging.basicConfig()

@@ -224,6 +224,18 @@ void kernel_grad(const Geometry& q, const float* x, const float* g,
   }
 }
 
+// The product of the leading (vmap) dimensions x and the other operand
+// share, or -1 if they differ; both have rank >= 4 and the same rank.
+template <typename Dims>
+int64_t leading_count(const Dims& a, const Dims& b) {
+  int64_t lead = 1;
+  for (int64_t d = 0; d + 4 < static_cast<int64_t>(a.size()); ++d) {
+    if (a[d] != b[d]) return -1;
+    lead *= a[d];
+  }
+  return lead;
+}
+
 template <bool kDepthwise>
 ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                       ffi::Buffer<ffi::F32> g,
@@ -235,12 +247,10 @@ ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   const int64_t rank = xd.size();
   if (rank < 4 || static_cast<int64_t>(gd.size()) != rank)
     return ffi::Error::InvalidArgument("x and g must be [..., B, H, W, C]");
-  Geometry q{1, xd[rank - 4], xd[rank - 3], xd[rank - 2], xd[rank - 1],
-             gd[rank - 1], kh, kw, dh, dw, ph, pw};
-  for (int64_t d = 0; d < rank - 4; ++d) {
-    if (xd[d] != gd[d]) return ffi::Error::InvalidArgument("leading dims");
-    q.lead *= xd[d];
-  }
+  Geometry q{leading_count(xd, gd), xd[rank - 4], xd[rank - 3],
+             xd[rank - 2], xd[rank - 1], gd[rank - 1], kh, kw, dh, dw, ph,
+             pw};
+  if (q.lead < 0) return ffi::Error::InvalidArgument("leading dims differ");
   for (int64_t d = rank - 4; d < rank - 1; ++d)
     if (xd[d] != gd[d]) return ffi::Error::InvalidArgument("B, H, W differ");
   if (kDepthwise && q.ci != q.co)
@@ -250,13 +260,13 @@ ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   const int64_t in_size = q.b * q.h * q.w;
   const int64_t out_size = kh * kw * (kDepthwise ? q.co : q.ci * q.co);
   float* out = dk->typed_data();
+  // Each part sums over its own range of images into its own buffer.
+  const int64_t parts = num_parts(pool, q.b);
+  std::vector<float> partial(parts * out_size);
   for (int64_t l = 0; l < q.lead; ++l) {
     const float* xl = x.typed_data() + l * in_size * q.ci;
     const float* gl = g.typed_data() + l * in_size * q.co;
     float* ol = out + l * out_size;
-    // Each part sums over its own range of images into its own buffer.
-    const int64_t parts = num_parts(pool, q.b);
-    std::vector<float> partial(parts * out_size);
     parallel_parts(pool, parts, [&](int64_t p) {
       const int64_t b0 = q.b * p / parts, b1 = q.b * (p + 1) / parts;
       Geometry qp = q;
@@ -370,14 +380,12 @@ ffi::Error Conv(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   const int64_t rank = xd.size();
   if (rank < 4 || static_cast<int64_t>(kd.size()) != rank)
     return ffi::Error::InvalidArgument("x [..., B, H, W, Ci], k [..., kh, kw, Ci, Co]");
-  Geometry q{1, xd[rank - 4], xd[rank - 3], xd[rank - 2], xd[rank - 1],
-             kd[rank - 1], kd[rank - 4], kd[rank - 3], dh, dw, ph, pw};
+  Geometry q{leading_count(xd, kd), xd[rank - 4], xd[rank - 3],
+             xd[rank - 2], xd[rank - 1], kd[rank - 1], kd[rank - 4],
+             kd[rank - 3], dh, dw, ph, pw};
+  if (q.lead < 0) return ffi::Error::InvalidArgument("leading dims differ");
   if (kd[rank - 2] != q.ci)
     return ffi::Error::InvalidArgument("x and k disagree on Ci");
-  for (int64_t d = 0; d < rank - 4; ++d) {
-    if (xd[d] != kd[d]) return ffi::Error::InvalidArgument("leading dims");
-    q.lead *= xd[d];
-  }
   const int64_t x_size = q.b * q.h * q.w * q.ci;
   const int64_t k_size = q.kh * q.kw * q.ci * q.co;
   const int64_t y_size = q.b * q.h * q.w * q.co;

@@ -16,7 +16,8 @@ Where the library lives: ``$NAS_JAX_KERNEL_CACHE``, else
 compiler, jaxlib and CPU (it is built with ``-march=native``). The compiler
 is ``$CXX``, else ``c++`` or ``g++`` on ``PATH``. ``NAS_JAX_CPU_KERNELS=0``
 turns the native kernels off; a failed build is logged once and the run goes
-on with the ``jax.numpy`` path.
+on with the ``jax.numpy`` path. A cached library that does not load (a
+damaged file) is rebuilt.
 """
 
 from __future__ import annotations
@@ -136,7 +137,14 @@ def available() -> bool:
       return False
     try:
       path = _build(cxx)
-      lib = ctypes.cdll.LoadLibrary(str(path))
+      try:
+        lib = ctypes.cdll.LoadLibrary(str(path))
+      except OSError as e:  # a damaged cache file: build it again, once
+        _log.warning("nas_jax: the cached native kernels %s do not load "
+                     "(%s); rebuilding them", path, e)
+        path.unlink(missing_ok=True)
+        path = _build(cxx)
+        lib = ctypes.cdll.LoadLibrary(str(path))
       for target, symbol in _TARGETS.values():
         jax.ffi.register_ffi_target(
             target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
